@@ -1,0 +1,66 @@
+# Makefile - libconnlimit
+#
+#   make                 build libconnlimit.so and connlimit-status
+#   make test            build the test helpers and run the bats suites
+#   make SANITIZE=1 ...  the same with AddressSanitizer and UBSan built in
+#   make CC=clang        any C11 compiler with GNU extensions
+#
+# Local overrides go in config.mak.  The user's CFLAGS come last and win.
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+MANDIR ?= $(PREFIX)/share/man
+DESTDIR ?=
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+BATS ?= bats
+SANITIZE ?= 0
+
+-include config.mak
+
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes
+BASE = -std=gnu11 -D_GNU_SOURCE $(WARN)
+ifeq ($(SANITIZE),1)
+SAN = -fsanitize=address,undefined -fno-omit-frame-pointer \
+      -fno-sanitize-recover=undefined
+endif
+
+LIB = libconnlimit.so
+LIB_SRC = shim/addr.c shim/core.c shim/fdtab.c shim/interpose.c \
+          shim/kcheck.c shim/log.c shim/settings.c shim/zone.c \
+          shim/zonefile.c
+LIB_HDR = shim/cl.h shim/zone.h
+HELPERS = $(patsubst tests/helpers/%.c,tests/bin/%,\
+          $(wildcard tests/helpers/*.c))
+
+.PHONY: all test helpers clean install uninstall
+
+all: $(LIB) connlimit-status
+
+$(LIB): $(LIB_SRC) $(LIB_HDR)
+	$(CC) $(BASE) -fPIC -shared -fvisibility=hidden $(SAN) $(CFLAGS) \
+		-o $@ $(LIB_SRC) -ldl -lpthread $(LDFLAGS)
+
+connlimit-status: shim/status.c shim/addr.c $(LIB_HDR)
+	$(CC) $(BASE) $(CFLAGS) -o $@ shim/status.c shim/addr.c $(LDFLAGS)
+
+tests/bin/%: tests/helpers/%.c
+	@mkdir -p tests/bin
+	$(CC) $(BASE) -O2 -pthread -o $@ $< $(LDFLAGS)
+
+helpers: $(HELPERS)
+
+test: all helpers
+	SANITIZE=$(SANITIZE) $(BATS) tests
+
+install: all
+	install -D -m 755 $(LIB) $(DESTDIR)$(LIBDIR)/$(LIB)
+	install -D -m 755 connlimit-status $(DESTDIR)$(BINDIR)/connlimit-status
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/$(LIB) $(DESTDIR)$(BINDIR)/connlimit-status
+
+clean:
+	rm -f $(LIB) connlimit-status $(HELPERS)

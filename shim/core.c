@@ -1,0 +1,290 @@
+/*
+ * core.c - start-up, fork handling, and the admit / release policy that
+ * every wrapper in interpose.c shares.
+ *
+ * Start-up runs once, from the constructor or from whichever wrapper is
+ * called first (sshd closes descriptors before constructors of preloaded
+ * libraries have run).  While it runs, a re-entrant or concurrent call
+ * passes straight to the kernel: nothing is tracked yet, so nothing can
+ * be lost.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "cl.h"
+
+#define KCHECK_EVERY_MS 10	/* per client, before refusing it */
+#define CL_LOG_WINDOW_S 10	/* refusal lines: per client per window */
+#define CL_LOG_BURST 5
+
+struct cl_state cl;
+static int init_state;		/* 0 not started, 1 running, 2 ready */
+
+CL_HIDDEN void cl_resolve_reals(void);
+
+static void fork_parent(void)
+{
+	ADD(&cl.forkgen, 1);
+}
+
+/*
+ * Descriptors that existed before a fork may now have a holder in the
+ * other process: bumping the generation marks all of them shared at
+ * once, so the work done at fork is O(1).
+ */
+static void fork_child(void)
+{
+	cl.pid = (int)syscall(SYS_getpid);
+	ADD(&cl.forkgen, 1);
+}
+
+static void log_start(void)
+{
+	struct cl_line l;
+
+	if (!cl_log_enabled(CL_LOG_INFO))
+		return;
+	cl_line_start(&l, "info event=start");
+	cl_line_ku(&l, "max_per_ip", cl.conf.max_per_ip);
+	cl_line_ku(&l, "capacity", cl.zone->hdr->nconns);
+	cl_line_kv(&l, "zone", cl.conf.zone[0] ? cl.conf.zone : "default");
+	cl_line_emit(&l, CL_LOG_INFO);
+}
+
+static void init_once(void)
+{
+	static struct cl_zone zone;
+
+	cl.pid = (int)syscall(SYS_getpid);
+	cl_resolve_reals();
+	cl_conf_load(&cl.conf);
+	if (!cl.conf.passthrough && cl_zone_open(&cl.conf, &zone) < 0)
+		cl.conf.passthrough = 1;
+	if (!cl.conf.passthrough)
+		cl.zone = &zone;
+	pthread_atfork(NULL, fork_parent, fork_child);
+	if (cl.zone)
+		log_start();
+}
+
+int cl_ready(void)
+{
+	int s = LOAD(&init_state), saved;
+
+	if (CL_LIKELY(s == 2))
+		return 1;
+	if (s != 0 || !CAS(&init_state, &s, 1))
+		return 0;
+	saved = errno;
+	init_once();
+	STORE(&init_state, 2);
+	errno = saved;
+	return 1;
+}
+
+__attribute__((constructor)) static void cl_constructor(void)
+{
+	cl_ready();
+}
+
+/* A vfork child shares our memory: it must not touch our tables. */
+int cl_in_vfork_child(void)
+{
+	return (int)syscall(SYS_getpid) != cl.pid;
+}
+
+/* ---- descriptors that go away ---- */
+
+int cl_take(struct cl_fdent *e, struct cl_taken *t)
+{
+	t->w = XCHG(&e->word, 0);
+	t->shared = e->shared || e->forkgen != LOAD(&cl.forkgen);
+	return (t->w & FD_CONN) != 0;
+}
+
+/*
+ * After the real close: an exclusively held connection is over; one that
+ * another descriptor or process may still hold is over only if the
+ * kernel says nobody holds its socket.
+ */
+void cl_release_taken(const struct cl_taken *t)
+{
+	struct cl_zone *z = cl.zone;
+	uint32_t idx = FD_IDX(t->w), gen = FD_GEN(t->w);
+
+	if (!(t->w & FD_CONN) || !z || idx >= z->hdr->nconns)
+		return;
+	if (t->shared && cl_kcheck_available()) {
+		uint32_t client = LOAD(&z->conns[idx].client);
+
+		if (cl_kcheck_client(z, client, (int)idx, gen,
+				     CLC_REL_CLOSE) >= 0)
+			return;
+	}
+	cl_zone_release(z, idx, gen, CLC_REL_CLOSE);
+}
+
+void cl_mark_shared(int fd)
+{
+	struct cl_fdent *e = cl_fd_peek(fd);
+
+	if (e && (LOAD(&e->word) & FD_CONN))
+		e->shared = 1;
+}
+
+/* @to now refers to @from's socket (dup and friends). */
+void cl_copy_entry(int from, int to)
+{
+	struct cl_fdent *ef = cl_fd_peek(from), *et;
+	struct cl_taken old;
+	uint64_t w;
+
+	if (!ef || !((w = LOAD(&ef->word)) & FD_CONN))
+		return;
+	et = cl_fd_get(to);
+	if (!et)
+		return;
+	ef->shared = 1;
+	et->shared = 1;
+	et->forkgen = LOAD(&cl.forkgen);
+	old.w = XCHG(&et->word, w & ~FD_CLOSING);
+	old.shared = 1;
+	cl_release_taken(&old);
+}
+
+/* ---- admission ---- */
+
+static uint16_t listener_port(int lfd)
+{
+	struct cl_fdent *e = cl_fd_get(lfd);
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	struct cl_peer p;
+	uint64_t w;
+
+	if (!e)
+		return 0;
+	w = LOAD(&e->word);
+	if (w & FD_LISTENER)
+		return FD_PORT(w);
+	if (getsockname(lfd, (struct sockaddr *)&ss, &len) < 0 ||
+	    cl_peer_from((struct sockaddr *)&ss, len, &p) < 0)
+		return 0;
+	STORE(&e->word, FD_LISTENER | p.port);
+	return p.port;
+}
+
+static void log_table_full(void)
+{
+	static int logged;
+	struct cl_line l;
+	int zero = 0;
+
+	if (!CAS(&logged, &zero, 1))
+		return;
+	cl_line_start(&l, "warn event=table-full");
+	cl_line_ku(&l, "capacity", cl.zone->hdr->nconns);
+	cl_line_kq(&l, "action", "admitting uncounted connections; raise "
+		   "CONNLIMIT_CAPACITY");
+	cl_line_emit(&l, CL_LOG_WARN);
+}
+
+/* The first few refusals per client per window, then a count. */
+static void log_refusal(struct cl_client *cc, const struct cl_peer *p,
+			const struct cl_admit *a, uint32_t limit,
+			uint16_t lport)
+{
+	uint32_t now = cl_now_ms() / 1000, start = LOAD(&cc->log_sec);
+	uint32_t dropped;
+	struct cl_line l;
+
+	if (now - start >= CL_LOG_WINDOW_S && CAS(&cc->log_sec, &start, now)) {
+		dropped = XCHG(&cc->log_dropped, 0);
+		STORE(&cc->log_n, 0);
+		if (dropped) {
+			cl_line_start(&l, "reject-suppressed");
+			cl_line_key(&l, "client", &p->key);
+			cl_line_ku(&l, "count", dropped);
+			cl_line_ku(&l, "interval_s", CL_LOG_WINDOW_S);
+			cl_line_emit(&l, CL_LOG_WARN);
+		}
+	}
+	if (ADD(&cc->log_n, 1) > CL_LOG_BURST) {
+		ADD(&cc->log_dropped, 1);
+		return;
+	}
+	cl_line_start(&l, "reject");
+	cl_line_key(&l, "client", &p->key);
+	cl_line_ku(&l, "limit", limit);
+	cl_line_ku(&l, "open", a->open);
+	cl_line_ku(&l, "port", lport);
+	cl_line_emit(&l, CL_LOG_WARN);
+}
+
+/* Refused: first drop records of sockets the kernel no longer has. */
+static int recheck(struct cl_zone *z, const struct cl_admit *a)
+{
+	struct cl_client *cc = cl_zone_client(z, a->client);
+	uint32_t now = cl_now_ms(), last = LOAD(&cc->verify_ms);
+
+	if (now - last < KCHECK_EVERY_MS || !CAS(&cc->verify_ms, &last, now))
+		return 0;
+	return cl_kcheck_client(z, a->client, -1, 0, CLC_REL_KERNEL) > 0;
+}
+
+static int admit(const struct cl_peer *p, uint16_t lport,
+		 struct cl_admit *a)
+{
+	struct cl_zone *z = cl.zone;
+	uint32_t limit = cl.conf.max_per_ip;
+	int r = cl_zone_admit(z, p, lport, limit, a);
+
+	if (r == CL_REFUSE && recheck(z, a))
+		r = cl_zone_admit(z, p, lport, limit, a);
+	if (r == CL_ADMIT) {
+		cl_zone_count(z, CLC_ADMITTED);
+	} else if (r == CL_UNTRACKED) {
+		cl_zone_count(z, CLC_TABLE_FULL);
+		log_table_full();
+	} else {
+		cl_zone_count(z, CLC_REFUSED);
+		ADD(&cl_zone_client(z, a->client)->refused, 1);
+		log_refusal(cl_zone_client(z, a->client), p, a, limit, lport);
+	}
+	return r;
+}
+
+/*
+ * Account for descriptor @c, just returned by accept on @lfd with peer
+ * @sa.  Returns 1 if the connection must be refused.
+ */
+int cl_track(int c, int lfd, const struct sockaddr *sa, socklen_t len)
+{
+	struct cl_fdent *e = cl_fd_get(c);
+	struct cl_taken stale;
+	struct cl_admit a;
+	struct cl_peer p;
+	uint16_t lport;
+	int r;
+
+	if (!e)
+		return 0;
+	/* The kernel reused @c: whatever we recorded for it closed unseen. */
+	if (LOAD(&e->word)) {
+		cl_take(e, &stale);
+		cl_release_taken(&stale);
+	}
+	if (!cl.zone || cl_peer_from(sa, len, &p) < 0)
+		return 0;
+	lport = listener_port(lfd);
+	r = admit(&p, lport, &a);
+	if (r != CL_ADMIT)
+		return r == CL_REFUSE;
+	e->shared = 0;
+	e->forkgen = LOAD(&cl.forkgen);
+	STORE(&e->word, cl_fd_conn_word(a.idx, a.gen));
+	return 0;
+}

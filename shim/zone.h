@@ -1,0 +1,120 @@
+/*
+ * zone.h - the counting table shared by every process of a server.
+ *
+ * Layout contract: fixed-width integers only, no pointers, no pthread
+ * objects, identical for 32- and 64-bit processes (checked by the
+ * _Static_asserts below and by tests/layout.bats).  Every field that more
+ * than one process writes is updated with atomics.  A zone is:
+ *
+ *   struct cl_zone_hdr | nbuckets x struct cl_bucket | nconns x cl_conn
+ */
+#ifndef CL_ZONE_H
+#define CL_ZONE_H
+
+#include <stdint.h>
+
+#define CL_ZONE_MAGIC 0x5a4c4e43u	/* "CNLZ" little-endian */
+#define CL_ZONE_VERSION 1u
+#define CL_SLOTS 8			/* clients per bucket */
+#define CL_GEN_MASK 0x3fffffffu		/* 30-bit record generation */
+
+/* Counters a status reader shows; indices into hdr.counter[]. */
+enum {
+	CLC_ADMITTED,		/* connections admitted and counted */
+	CLC_REFUSED,		/* connections turned away */
+	CLC_MONITOR,		/* would have been refused (monitor mode) */
+	CLC_REL_CLOSE,		/* released by a close the library saw */
+	CLC_REL_KERNEL,		/* released because the kernel had no holder */
+	CLC_TABLE_FULL,		/* admitted uncounted: no room in the table */
+	CLC_KCHECKS,		/* kernel look-ups made */
+	CLC_COUNT = 16
+};
+
+struct cl_zone_hdr {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t size;		/* bytes of the whole mapping */
+	uint32_t hdr_size;
+	uint32_t bucket_size;
+	uint32_t conn_size;
+	uint32_t slots;		/* CL_SLOTS */
+	uint32_t nbuckets;
+	uint32_t nconns;
+	uint64_t seed;		/* hash seed, random per zone */
+	uint32_t creator_pid;
+	uint32_t creator_uid;
+	uint32_t conn_hwm;	/* records [0, hwm) have ever been used */
+	uint32_t conn_hint;	/* where the next allocation starts looking */
+	uint32_t max_per_ip;	/* limit of the process that last loaded */
+	uint32_t open_total;	/* counted connections right now */
+	uint64_t counter[CLC_COUNT];
+	uint8_t reserved[56];
+};
+
+/* Client state word: kind (2 bits) | version (30 bits) | count (32 bits). */
+#define CL_CS_FREE 0ULL
+#define CL_CS_BUSY 1ULL
+#define CL_CS_LIVE 2ULL
+#define CL_CS_KIND(s) ((s) >> 62)
+#define CL_CS_VER(s) (((s) >> 32) & CL_GEN_MASK)
+#define CL_CS_COUNT(s) ((uint32_t)(s))
+#define CL_CS_MAKE(k, v, c) (((uint64_t)(k) << 62) | \
+		((uint64_t)((v) & CL_GEN_MASK) << 32) | (uint32_t)(c))
+
+struct cl_client {
+	uint64_t state;
+	uint8_t key[16];
+	uint32_t verify_ms;	/* last kernel check of this client */
+	uint32_t log_sec;	/* start of the current log window */
+	uint32_t log_n;		/* lines written in this window */
+	uint32_t log_dropped;	/* lines suppressed in this window */
+	uint32_t refused;	/* refusals since the key took this slot */
+	uint32_t pad;
+};
+
+struct cl_bucket {
+	uint32_t lock;		/* pid of the inserting process, 0 = free */
+	uint32_t pad;
+	struct cl_client slot[CL_SLOTS];
+};
+
+/* Record state word: generation (30 bits) << 2 | state (2 bits). */
+#define CL_RS_FREE 0u
+#define CL_RS_CLAIMED 1u
+#define CL_RS_LIVE 2u
+#define CL_RS_ST(s) ((s) & 3u)
+#define CL_RS_GEN(s) ((s) >> 2)
+#define CL_RS_MAKE(g, st) ((((g) & CL_GEN_MASK) << 2) | (st))
+
+struct cl_conn {
+	uint32_t state;
+	uint32_t client;	/* index: bucket * CL_SLOTS + slot */
+	uint8_t peer[16];	/* peer address as the socket reports it */
+	uint16_t peer_port;	/* host order */
+	uint16_t local_port;	/* host order */
+	uint8_t family;		/* AF_INET or AF_INET6 (socket family) */
+	uint8_t pad[3];
+	uint32_t pid;		/* process that admitted it */
+	uint32_t pad2;
+	uint64_t born_ms;
+};
+
+_Static_assert(sizeof(struct cl_zone_hdr) == 256, "header layout");
+_Static_assert(sizeof(struct cl_client) == 48, "client layout");
+_Static_assert(sizeof(struct cl_bucket) == 8 + 8 * 48, "bucket layout");
+_Static_assert(sizeof(struct cl_conn) == 48, "conn layout");
+
+/* A mapped zone as this process sees it. */
+struct cl_zone {
+	struct cl_zone_hdr *hdr;
+	struct cl_bucket *buckets;
+	struct cl_conn *conns;
+};
+
+static inline struct cl_client *cl_zone_client(struct cl_zone *z,
+					       uint32_t i)
+{
+	return &z->buckets[i / CL_SLOTS].slot[i % CL_SLOTS];
+}
+
+#endif
