@@ -37,6 +37,11 @@ HELPERS = $(patsubst tests/helpers/%.c,tests/bin/%,\
 
 .PHONY: all test helpers clean install uninstall
 
+# Fragments owned by the parts they build: benchmarks, fuzzing, tools.
+-include bench/bench.mk
+-include tests/fuzz/fuzz.mk
+-include scripts/scripts.mk
+
 all: $(LIB) connlimit-status
 
 $(LIB): $(LIB_SRC) $(LIB_HDR)

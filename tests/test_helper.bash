@@ -83,14 +83,15 @@ count_lines() {
 }
 
 # start_server NAME CMD...: spawn, then wait (5 s) for "port=N" and set
-# PORT. With START_READY=ERE, wait for a line matching ERE instead.
+# PORT. Real daemons: with START_PORT=P, wait until P listens instead.
 start_server() {
 	local name=$1 out
 	spawn "$@"
 	out=$BATS_TEST_TMPDIR/$name.out
-	if [[ -n ${START_READY:-} ]]; then
-		wait_for 5 file_has "$out" "$START_READY" ||
-			server_died "$name"
+	if [[ -n ${START_PORT:-} ]]; then
+		wait_for 5 listening "$START_PORT" || server_died "$name"
+		PORT=$START_PORT
+		export PORT
 		return
 	fi
 	wait_for 5 file_has "$out" '^port=[0-9]+$' || server_died "$name"
@@ -120,12 +121,16 @@ not_running() {
 	! kill -0 "$1" 2>/dev/null
 }
 
+listening() {
+	ss -Htln "sport = :$1" | grep -q .
+}
+
 # free_port: a random high TCP port nobody listens on, for real daemons.
 free_port() {
 	local port
 	for _ in 1 2 3 4 5 6 7 8 9 10; do
 		port=$((20000 + RANDOM % 20000))
-		if ! ss -Htln "sport = :$port" | grep -q .; then
+		if ! listening "$port"; then
 			echo "$port"
 			return 0
 		fi
@@ -210,6 +215,25 @@ queue_is() {
 	[[ $(accept_queue "$1") == "$2" ]]
 }
 
+# queue_clients SERVER SRC...: stop SERVER, queue one tclient connection
+# from each SRC in that order (named q1, q2, ...), resume SERVER and wait
+# for every client's verdict. Shows what one accept call does with a
+# backlog of several connections.
+queue_clients() {
+	local pid=${PID_OF[$1]} i=0 src
+	shift
+	kill -STOP "$pid"
+	for src in "$@"; do
+		i=$((i + 1))
+		spawn "q$i" "$BIN/tclient" -s "$src" -p "$PORT" -t 5000 -v
+		wait_for 5 queue_is "$PORT" "$i" || fail "q$i was not queued"
+	done
+	kill -CONT "$pid"
+	for ((; i > 0; i--)); do
+		wait_exit "q$i" 10
+	done
+}
+
 # open_counts PID: connlimit-status lines for clients with open>0.
 open_counts() {
 	"$STATUS" "$1" | grep -E '^client=.* open=[1-9]' || true
@@ -239,6 +263,7 @@ stop_spawned() {
 	local pid
 	for pid in "${SPAWNED[@]}"; do
 		kill -TERM "$pid" 2>/dev/null || true
+		kill -CONT "$pid" 2>/dev/null || true
 	done
 	for pid in "${SPAWNED[@]}"; do
 		wait_for 2 not_running "$pid" || kill -KILL "$pid" 2>/dev/null

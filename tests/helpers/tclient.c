@@ -14,7 +14,9 @@
  * holds the kept connections until stdin reaches EOF or for MS, then
  * closes them. Exit status 0, 2 on a usage error, 1 when setting up fails.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -54,14 +56,14 @@ static struct {
 static struct sockaddr_storage src_addr, dst_addr;
 static socklen_t src_len, dst_len;
 
-static void usage(void)
+static _Noreturn void usage(void)
 {
 	fprintf(stderr, "usage: tclient [-s SRC] [-d DST] -p PORT [-n N] [-c] "
 		"[-t MS] [-G MS] [-H stdin|MS] [-v]\n");
 	exit(2);
 }
 
-static void die(const char *what)
+static _Noreturn void die(const char *what)
 {
 	fprintf(stderr, "tclient: %s: %s\n", what, strerror(errno));
 	exit(1);

@@ -16,7 +16,9 @@
  * reported. Each connection gets "TEXT cloexec=0|1 nonblock=0|1\n" and an
  * echo of what it sends. SIGTERM and SIGINT end the server with status 0.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -55,7 +57,7 @@ static struct opts opt = {
 };
 static atomic_long closed_total;
 
-static void usage(void)
+static _Noreturn void usage(void)
 {
 	fprintf(stderr, "usage: tserver [-f 4|6|dual] [-b ADDR] [-p PORT] "
 		"[-m block|select|epoll-lt|epoll-et|thread] "
@@ -64,7 +66,7 @@ static void usage(void)
 	exit(2);
 }
 
-static void die(const char *what)
+static _Noreturn void die(const char *what)
 {
 	fprintf(stderr, "tserver: %s: %s\n", what, strerror(errno));
 	exit(1);

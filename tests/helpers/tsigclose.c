@@ -12,7 +12,9 @@
  * 2000) have been accepted and closed it prints "done accepted=N" and exits
  * 0; after -T seconds (default 20) it prints "timeout ..." and exits 1.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -36,7 +38,7 @@ static atomic_long accepted, closed;
 static long target = 2000;
 static long limit_s = 20;
 
-static void die(const char *what)
+static _Noreturn void die(const char *what)
 {
 	fprintf(stderr, "tsigclose: %s: %s\n", what, strerror(errno));
 	exit(1);

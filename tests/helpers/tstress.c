@@ -12,7 +12,9 @@
  * exits 0; after -T SECONDS (default 10) it stops, adds "unfinished=U" and
  * exits 1.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -41,7 +43,7 @@ static struct {
 
 static long started, finished, counts[3];
 
-static void usage(void)
+static _Noreturn void usage(void)
 {
 	fprintf(stderr, "usage: tstress -S FIRST[-LAST] [-d DST] -p PORT "
 		"[-n TOTAL] [-c CONC] [-t MS] [-T SECONDS]\n");
