@@ -37,6 +37,10 @@ HELPERS = $(patsubst tests/helpers/%.c,tests/bin/%,\
 
 .PHONY: all test helpers clean install uninstall
 
+# Fragments append their own steps to these.
+INSTALL_EXTRA =
+UNINSTALL_EXTRA =
+
 # Fragments owned by the parts they build: benchmarks, fuzzing, tools.
 -include bench/bench.mk
 -include tests/fuzz/fuzz.mk
@@ -60,11 +64,11 @@ helpers: $(HELPERS)
 test: all helpers
 	SANITIZE=$(SANITIZE) $(BATS) tests
 
-install: all
+install: all $(INSTALL_EXTRA)
 	install -D -m 755 $(LIB) $(DESTDIR)$(LIBDIR)/$(LIB)
 	install -D -m 755 connlimit-status $(DESTDIR)$(BINDIR)/connlimit-status
 
-uninstall:
+uninstall: $(UNINSTALL_EXTRA)
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIB) $(DESTDIR)$(BINDIR)/connlimit-status
 
 clean:
