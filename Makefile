@@ -29,9 +29,9 @@ endif
 
 LIB = libconnlimit.so
 LIB_SRC = shim/addr.c shim/core.c shim/fdtab.c shim/interpose.c \
-          shim/kcheck.c shim/log.c shim/settings.c shim/zone.c \
+          shim/diag.c shim/kcheck.c shim/log.c shim/settings.c shim/zone.c \
           shim/zonefile.c
-LIB_HDR = shim/cl.h shim/zone.h
+LIB_HDR = shim/cl.h shim/zone.h shim/diag.h
 HELPERS = $(patsubst tests/helpers/%.c,tests/bin/%,\
           $(wildcard tests/helpers/*.c))
 
@@ -52,8 +52,9 @@ $(LIB): $(LIB_SRC) $(LIB_HDR)
 	$(CC) $(BASE) -fPIC -shared -fvisibility=hidden $(SAN) $(CFLAGS) \
 		-o $@ $(LIB_SRC) -ldl -lpthread $(LDFLAGS)
 
-connlimit-status: shim/status.c shim/addr.c $(LIB_HDR)
-	$(CC) $(BASE) $(CFLAGS) -o $@ shim/status.c shim/addr.c $(LDFLAGS)
+connlimit-status: shim/status.c shim/addr.c shim/diag.c $(LIB_HDR)
+	$(CC) $(BASE) $(CFLAGS) -o $@ shim/status.c shim/addr.c shim/diag.c \
+		$(LDFLAGS)
 
 tests/bin/%: tests/helpers/%.c
 	@mkdir -p tests/bin

@@ -28,8 +28,7 @@ int cl_peer_from(const struct sockaddr *sa, socklen_t len,
 
 		memcpy(out->key.b, v4_prefix, 12);
 		memcpy(out->key.b + 12, &s4->sin_addr, 4);
-		memcpy(out->raw, &s4->sin_addr, 4);
-		memset(out->raw + 4, 0, 12);
+		memcpy(out->raw, out->key.b, 16);
 		out->port = ntohs(s4->sin_port);
 		out->family = AF_INET;
 		return 0;

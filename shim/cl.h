@@ -34,7 +34,7 @@ struct cl_key {
 
 struct cl_peer {
 	struct cl_key key;	/* normalized, prefix applied */
-	uint8_t raw[16];	/* address as the socket reports it */
+	uint8_t raw[16];	/* full address, IPv4 as ::ffff:a.b.c.d */
 	uint16_t port;		/* peer port, host order */
 	uint8_t family;		/* socket family: AF_INET or AF_INET6 */
 };

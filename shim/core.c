@@ -17,6 +17,9 @@
 #include "cl.h"
 
 #define KCHECK_EVERY_MS 10	/* per client, before refusing it */
+#define SWEEP_EVERY_MS 1000	/* per zone, a few clients from accept */
+#define SWEEP_CLIENTS 4
+#define SWEEP_SLOTS 4096
 #define CL_LOG_WINDOW_S 10	/* refusal lines: per client per window */
 #define CL_LOG_BURST 5
 
@@ -235,6 +238,34 @@ static int recheck(struct cl_zone *z, const struct cl_admit *a)
 	return cl_kcheck_client(z, a->client, -1, 0, CLC_REL_KERNEL) > 0;
 }
 
+/*
+ * Heal what no close reported (killed holders, exec'd children, passed
+ * descriptors) while the server is idle for that client: once a second
+ * per zone, whichever process accepts checks the next few clients that
+ * hold connections.  Bounded: SWEEP_SLOTS slots and SWEEP_CLIENTS checks.
+ */
+static void sweep(struct cl_zone *z)
+{
+	struct cl_zone_hdr *h = z->hdr;
+	uint32_t now = cl_now_ms(), last = LOAD(&h->sweep_ms);
+	uint32_t n = h->nbuckets * CL_SLOTS, i, k, done = 0;
+
+	if (now - last < SWEEP_EVERY_MS || !CAS(&h->sweep_ms, &last, now))
+		return;
+	i = LOAD(&h->sweep_next) % n;
+	for (k = 0; k < SWEEP_SLOTS && k < n && done < SWEEP_CLIENTS; k++) {
+		uint64_t s = LOAD(&cl_zone_client(z, i)->state);
+
+		if (CL_CS_KIND(s) == CL_CS_LIVE && CL_CS_COUNT(s) > 0) {
+			STORE(&cl_zone_client(z, i)->verify_ms, now);
+			cl_kcheck_client(z, i, -1, 0, CLC_REL_KERNEL);
+			done++;
+		}
+		i = (i + 1) % n;
+	}
+	STORE(&h->sweep_next, i);
+}
+
 static int admit(const struct cl_peer *p, uint16_t lport,
 		 struct cl_admit *a)
 {
@@ -280,6 +311,7 @@ int cl_track(int c, int lfd, const struct sockaddr *sa, socklen_t len)
 	if (!cl.zone || cl_peer_from(sa, len, &p) < 0)
 		return 0;
 	lport = listener_port(lfd);
+	sweep(cl.zone);
 	r = admit(&p, lport, &a);
 	if (r != CL_ADMIT)
 		return r == CL_REFUSE;

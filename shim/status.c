@@ -2,14 +2,19 @@
  * status.c - connlimit-status: print a zone's counts, for people and
  * for scripts.
  *
- * Usage: connlimit-status [--json | --prometheus] [--top N] PID|ZONE
+ * Usage: connlimit-status [--json | --prometheus] [--top N] [--no-verify]
+ *                         PID|ZONE
  *
  * A PID names the default zone of a running protected process: its
  * memfd mapping is found in /proc/PID/maps and read through
  * /proc/PID/mem (root, or the same user where ptrace is allowed).  Any
  * other word names a zone in /dev/shm (CONNLIMIT_ZONE).  The snapshot is
  * read without locks: every field is a fixed-width integer, so the worst
- * a reader sees is a count that changed while it read.
+ * a reader sees is a count that changed while it read.  Each client's
+ * counted connections are checked against the kernel's socket table
+ * (sock_diag, as the library does), so "open" is what the kernel still
+ * has open even where the library has not yet noticed a holder die;
+ * "counted" is the table's own number.  --no-verify skips the check.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,13 +26,25 @@
 #include <unistd.h>
 
 #include "cl.h"
+#include "diag.h"
 
 enum { FMT_TEXT, FMT_JSON, FMT_PROM };
 
 struct row {
 	struct cl_key key;
-	uint32_t open;
+	uint32_t open;		/* held, as far as the kernel check knows */
+	uint32_t counted;	/* what the table counts */
 	uint32_t refused;
+	uint32_t client;	/* slot index in the zone */
+};
+
+/* One client's records, matched against a sock_diag dump. */
+struct probe {
+	const struct cl_zone_hdr *h;
+	const struct cl_conn *conns;
+	uint32_t client;
+	uint32_t held;
+	int family;
 };
 
 static const char *counter_names[] = {
@@ -163,12 +180,58 @@ static size_t collect(const struct cl_zone_hdr *h, struct row **out)
 			continue;
 		memcpy(rows[n].key.b, c->key, 16);
 		rows[n].open = CL_CS_COUNT(c->state);
+		rows[n].counted = rows[n].open;
+		rows[n].client = (uint32_t)i;
 		rows[n].refused = c->refused;
 		n++;
 	}
-	qsort(rows, n, sizeof *rows, by_open);
 	*out = rows;
 	return n;
+}
+
+static const struct cl_conn *zone_conns(const struct cl_zone_hdr *h)
+{
+	const char *p = (const char *)(h + 1);
+
+	return (const void *)(p + (size_t)h->nbuckets *
+			      sizeof(struct cl_bucket));
+}
+
+static void probe_msg(void *arg, const struct inet_diag_msg *m)
+{
+	struct probe *pr = arg;
+	uint32_t i;
+
+	for (i = 0; i < pr->h->conn_hwm && i < pr->h->nconns; i++) {
+		const struct cl_conn *c = &pr->conns[i];
+
+		if (CL_RS_ST(c->state) == CL_RS_LIVE &&
+		    c->client == pr->client && c->family == pr->family &&
+		    cl_diag_holds(m, c->family, c->peer, c->peer_port,
+				  c->local_port))
+			pr->held++;
+	}
+}
+
+/*
+ * How many of a client's counted connections still have a holder, by
+ * the kernel's socket table.  When sock_diag cannot be asked, the
+ * table's count stands.
+ */
+static void verify_row(const struct cl_zone_hdr *h, struct row *r)
+{
+	struct probe pr = { .h = h, .conns = zone_conns(h),
+			    .client = r->client };
+	int ok = 0;
+
+	if (cl_key_is_v4(&r->key)) {
+		pr.family = AF_INET;
+		ok |= cl_diag_dump(AF_INET, r->key.b, probe_msg, &pr) == 0;
+	}
+	pr.family = AF_INET6;
+	ok |= cl_diag_dump(AF_INET6, r->key.b, probe_msg, &pr) == 0;
+	if (ok && pr.held < r->counted)
+		r->open = pr.held;
 }
 
 static void print_text(const struct cl_zone_hdr *h, const char *zone,
@@ -177,7 +240,7 @@ static void print_text(const struct cl_zone_hdr *h, const char *zone,
 	char a[48];
 	size_t i;
 
-	printf("zone=%s capacity=%u max_per_ip=%u open=%u clients=%zu\n",
+	printf("zone=%s capacity=%u max_per_ip=%u counted=%u clients=%zu\n",
 	       zone, h->nconns, h->max_per_ip, h->open_total, n);
 	printf("counters");
 	for (i = 0; i < sizeof counter_names / sizeof *counter_names; i++)
@@ -185,8 +248,8 @@ static void print_text(const struct cl_zone_hdr *h, const char *zone,
 	printf("\n");
 	for (i = 0; i < n; i++) {
 		cl_key_format(&r[i].key, a, sizeof a);
-		printf("client=%s open=%u refused=%u\n", a, r[i].open,
-		       r[i].refused);
+		printf("client=%s open=%u counted=%u refused=%u\n", a,
+		       r[i].open, r[i].counted, r[i].refused);
 	}
 }
 
@@ -205,8 +268,9 @@ static void print_json(const struct cl_zone_hdr *h, const char *zone,
 	printf("},\"clients\":[");
 	for (i = 0; i < n; i++) {
 		cl_key_format(&r[i].key, a, sizeof a);
-		printf("%s{\"client\":\"%s\",\"open\":%u,\"refused\":%u}",
-		       i ? "," : "", a, r[i].open, r[i].refused);
+		printf("%s{\"client\":\"%s\",\"open\":%u,\"counted\":%u,"
+		       "\"refused\":%u}", i ? "," : "", a, r[i].open,
+		       r[i].counted, r[i].refused);
 	}
 	printf("]}\n");
 }
@@ -244,13 +308,13 @@ static int all_digits(const char *s)
 static void usage(void)
 {
 	fprintf(stderr, "usage: connlimit-status [--json | --prometheus] "
-			"[--top N] PID|ZONE\n");
+			"[--top N] [--no-verify] PID|ZONE\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	int fmt = FMT_TEXT, i;
+	int fmt = FMT_TEXT, i, verify = 1;
 	uint32_t top = UINT32_MAX;
 	const char *target = NULL;
 	char zone[80];
@@ -263,6 +327,8 @@ int main(int argc, char **argv)
 			fmt = FMT_JSON;
 		else if (!strcmp(argv[i], "--prometheus"))
 			fmt = FMT_PROM;
+		else if (!strcmp(argv[i], "--no-verify"))
+			verify = 0;
 		else if (!strcmp(argv[i], "--top") && i + 1 < argc) {
 			if (!all_digits(argv[++i]) ||
 			    (top = (uint32_t)strtoul(argv[i], NULL, 10)) == 0)
@@ -284,6 +350,9 @@ int main(int argc, char **argv)
 	}
 	check_zone(buf, size, target);
 	n = collect(buf, &rows);
+	for (i = 0; verify && i < (int)n; i++)
+		verify_row(buf, &rows[i]);
+	qsort(rows, n, sizeof *rows, by_open);
 	if (n > top)
 		n = top;
 	if (fmt == FMT_JSON)

@@ -48,7 +48,9 @@ struct cl_zone_hdr {
 	uint32_t max_per_ip;	/* limit of the process that last loaded */
 	uint32_t open_total;	/* counted connections right now */
 	uint64_t counter[CLC_COUNT];
-	uint8_t reserved[56];
+	uint32_t sweep_ms;	/* last background kernel check */
+	uint32_t sweep_next;	/* client slot where the next one starts */
+	uint8_t reserved[48];
 };
 
 /* Client state word: kind (2 bits) | version (30 bits) | count (32 bits). */
@@ -89,7 +91,7 @@ struct cl_bucket {
 struct cl_conn {
 	uint32_t state;
 	uint32_t client;	/* index: bucket * CL_SLOTS + slot */
-	uint8_t peer[16];	/* peer address as the socket reports it */
+	uint8_t peer[16];	/* peer address, IPv4 as ::ffff:a.b.c.d */
 	uint16_t peer_port;	/* host order */
 	uint16_t local_port;	/* host order */
 	uint8_t family;		/* AF_INET or AF_INET6 (socket family) */
