@@ -60,6 +60,7 @@ CL_HIDDEN int cl_parse_u32(const char *s, uint32_t lo, uint32_t hi,
 
 /* ---- log.c ---- */
 enum { CL_LOG_ERROR, CL_LOG_WARN, CL_LOG_INFO, CL_LOG_DEBUG };
+enum { CL_DEST_STDERR, CL_DEST_SYSLOG, CL_DEST_FILE };
 
 /* A line under construction; never allocates, async-signal-safe. */
 struct cl_line {
@@ -76,6 +77,8 @@ CL_HIDDEN void cl_line_key(struct cl_line *l, const char *k,
 			   const struct cl_key *key);
 CL_HIDDEN void cl_line_emit(struct cl_line *l, int level);
 CL_HIDDEN void cl_log_init(int level);
+CL_HIDDEN void cl_log_set_level(int level);
+CL_HIDDEN void cl_log_set_dest(int kind, const char *path);
 CL_HIDDEN int cl_log_enabled(int level);
 CL_HIDDEN uint32_t cl_now_ms(void);
 
@@ -126,8 +129,9 @@ CL_HIDDEN void cl_zone_count(struct cl_zone *z, int which);
 CL_HIDDEN int cl_zone_open(const struct cl_conf *c, struct cl_zone *z);
 
 /* ---- kcheck.c: ask the kernel which counted sockets still exist ---- */
-CL_HIDDEN int cl_kcheck_client(struct cl_zone *z, uint32_t client,
-			       int only_idx, uint32_t only_gen, int why);
+CL_HIDDEN int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why);
+CL_HIDDEN int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen,
+			       int why);
 CL_HIDDEN int cl_kcheck_available(void);
 
 /* ---- core.c: policy shared by the wrappers ---- */

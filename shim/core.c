@@ -120,13 +120,8 @@ void cl_release_taken(const struct cl_taken *t)
 
 	if (!(t->w & FD_CONN) || !z || idx >= z->hdr->nconns)
 		return;
-	if (t->shared && cl_kcheck_available()) {
-		uint32_t client = LOAD(&z->conns[idx].client);
-
-		if (cl_kcheck_client(z, client, (int)idx, gen,
-				     CLC_REL_CLOSE) >= 0)
-			return;
-	}
+	if (t->shared && cl_kcheck_record(z, idx, gen, CLC_REL_CLOSE) >= 0)
+		return;
 	cl_zone_release(z, idx, gen, CLC_REL_CLOSE);
 }
 
@@ -235,7 +230,7 @@ static int recheck(struct cl_zone *z, const struct cl_admit *a)
 
 	if (now - last < KCHECK_EVERY_MS || !CAS(&cc->verify_ms, &last, now))
 		return 0;
-	return cl_kcheck_client(z, a->client, -1, 0, CLC_REL_KERNEL) > 0;
+	return cl_kcheck_client(z, a->client, CLC_REL_KERNEL) > 0;
 }
 
 /*
@@ -258,7 +253,7 @@ static void sweep(struct cl_zone *z)
 
 		if (CL_CS_KIND(s) == CL_CS_LIVE && CL_CS_COUNT(s) > 0) {
 			STORE(&cl_zone_client(z, i)->verify_ms, now);
-			cl_kcheck_client(z, i, -1, 0, CLC_REL_KERNEL);
+			cl_kcheck_client(z, i, CLC_REL_KERNEL);
 			done++;
 		}
 		i = (i + 1) % n;

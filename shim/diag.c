@@ -68,7 +68,7 @@ static size_t build_req(struct diag_req *q, int family, const uint8_t *peer)
 /* Read a dump's replies; 0 when done, -errno on failure. */
 static int read_dump(int fd, cl_diag_fn fn, void *arg)
 {
-	uint32_t buf[2048];
+	uint32_t buf[1024];
 	struct nlmsghdr *h;
 	ssize_t len;
 

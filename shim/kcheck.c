@@ -16,7 +16,9 @@
 #include "cl.h"
 #include "diag.h"
 
-#define MAX_WANT 128		/* records checked per call: bounded work */
+/* Records checked per call: bounded work, and bounded stack for a close
+ * called from a signal handler on a small alternate stack. */
+#define MAX_WANT 64
 
 struct want {
 	uint32_t idx, gen;
@@ -28,8 +30,8 @@ struct want {
 };
 
 struct wants {
-	struct want w[MAX_WANT];
-	int n;
+	struct want *w;
+	int n, cap;
 };
 
 static int kcheck_off;
@@ -79,7 +81,7 @@ static void collect(struct cl_zone *z, uint32_t client, int only_idx,
 	if (only_idx >= 0)
 		end = (uint32_t)only_idx + 1;
 	for (i = only_idx >= 0 ? (uint32_t)only_idx : 0;
-	     i < end && ws->n < MAX_WANT; i++) {
+	     i < end && ws->n < ws->cap; i++) {
 		const struct cl_conn *c = &z->conns[i];
 
 		s = LOAD(&c->state);
@@ -135,28 +137,46 @@ static int ask_kernel(struct cl_zone *z, struct wants *ws)
 	return 0;
 }
 
+/* Ask the kernel about @ws and release the records nobody holds. */
+static int kcheck_run(struct cl_zone *z, struct wants *ws, int why)
+{
+	int i, released = 0;
+
+	if (ask_kernel(z, ws) < 0)
+		return -1;
+	drop_duplicates(ws);
+	for (i = 0; i < ws->n; i++)
+		if (!ws->w[i].inode)
+			released += cl_zone_release(z, ws->w[i].idx,
+						    ws->w[i].gen, why);
+	return released;
+}
+
 /*
- * Check client @client's live records (only record @only_idx of
- * generation @only_gen when it is >= 0) against the kernel and release
+ * Check client @client's live records against the kernel and release
  * those no process holds, counting them under @why.  Returns how many
  * were released, or -1 if the kernel cannot be asked (then logged once,
  * and never asked again).
  */
-int cl_kcheck_client(struct cl_zone *z, uint32_t client, int only_idx,
-		     uint32_t only_gen, int why)
+int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
 {
-	struct wants ws;
-	int i, released = 0;
+	struct want w[MAX_WANT];
+	struct wants ws = { .w = w, .cap = MAX_WANT };
 
 	if (!cl_kcheck_available())
 		return -1;
-	collect(z, client, only_idx, only_gen, &ws);
-	if (ask_kernel(z, &ws) < 0)
+	collect(z, client, -1, 0, &ws);
+	return kcheck_run(z, &ws, why);
+}
+
+/* The same for the one record @idx of generation @gen. */
+int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen, int why)
+{
+	struct want w[1];
+	struct wants ws = { .w = w, .cap = 1 };
+
+	if (!cl_kcheck_available())
 		return -1;
-	drop_duplicates(&ws);
-	for (i = 0; i < ws.n; i++)
-		if (!ws.w[i].inode)
-			released += cl_zone_release(z, ws.w[i].idx,
-						    ws.w[i].gen, why);
-	return released;
+	collect(z, LOAD(&z->conns[idx].client), (int)idx, gen, &ws);
+	return kcheck_run(z, &ws, why);
 }

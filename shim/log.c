@@ -7,8 +7,12 @@
  * is written only while it is still the stderr seen at start-up, or is
  * not a socket (an inetd-style server may have put a client there).
  */
+#include <fcntl.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +21,32 @@
 static int log_level = CL_LOG_WARN;
 static dev_t err_dev;
 static ino_t err_ino;
+
+/*
+ * Where lines go.  Two slots, switched by an index, so that a reload can
+ * change the destination while another thread is writing a line.
+ */
+static struct {
+	int kind;		/* CL_DEST_* */
+	char path[256];
+} dests[2];
+static int dest_cur;
+
+void cl_log_set_dest(int kind, const char *path)
+{
+	int next = !LOAD(&dest_cur);
+
+	dests[next].kind = kind;
+	dests[next].path[0] = '\0';
+	if (path)
+		strncat(dests[next].path, path, sizeof dests[next].path - 1);
+	STORE(&dest_cur, next);
+}
+
+void cl_log_set_level(int level)
+{
+	STORE(&log_level, level);
+}
 
 void cl_log_init(int level)
 {
@@ -31,7 +61,7 @@ void cl_log_init(int level)
 
 int cl_log_enabled(int level)
 {
-	return level <= log_level;
+	return level <= LOAD(&log_level);
 }
 
 uint32_t cl_now_ms(void)
@@ -131,18 +161,66 @@ static int stderr_is_ours(void)
 	return !S_ISSOCK(st.st_mode);
 }
 
-void cl_line_emit(struct cl_line *l, int level)
+static void write_all(int fd, const char *p, size_t len)
 {
-	size_t off = 0;
 	ssize_t r;
 
-	if (!cl_log_enabled(level) || !stderr_is_ours())
+	while (len) {
+		r = write(fd, p, len);
+		if (r <= 0)
+			return;
+		p += r;
+		len -= (size_t)r;
+	}
+}
+
+/*
+ * A log file is opened for each line, append-only and close-on-exec, and
+ * closed again: the library never keeps a descriptor in the program, so
+ * it can never write through a number the program closed and reused.
+ */
+static void emit_file(const char *path, const struct cl_line *l)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
+			    O_NOCTTY, 0640);
+
+	if (fd < 0)
+		return;
+	write_all(fd, l->buf, l->len);
+	syscall(SYS_close, fd);
+}
+
+/* One datagram to /dev/log per line, through a socket of our own. */
+static void emit_syslog(const struct cl_line *l, int level)
+{
+	static const char pri[][6] = { "<27>", "<28>", "<30>", "<31>" };
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char buf[sizeof l->buf + 8];
+	size_t n = strlen(pri[level]);
+	int fd;
+
+	memcpy(buf, pri[level], n);
+	memcpy(buf + n, l->buf, l->len - 1);	/* no trailing newline */
+	strcpy(sun.sun_path, "/dev/log");
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	sendto(fd, buf, n + l->len - 1, MSG_DONTWAIT | MSG_NOSIGNAL,
+	       (struct sockaddr *)&sun, sizeof sun);
+	syscall(SYS_close, fd);
+}
+
+void cl_line_emit(struct cl_line *l, int level)
+{
+	int d = LOAD(&dest_cur);
+
+	if (!cl_log_enabled(level))
 		return;
 	l->buf[l->len++] = '\n';
-	while (off < l->len) {
-		r = write(2, l->buf + off, l->len - off);
-		if (r <= 0)
-			break;
-		off += (size_t)r;
-	}
+	if (dests[d].kind == CL_DEST_FILE)
+		emit_file(dests[d].path, l);
+	else if (dests[d].kind == CL_DEST_SYSLOG)
+		emit_syslog(l, level);
+	else if (stderr_is_ours())
+		write_all(2, l->buf, l->len);
 }
