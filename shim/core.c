@@ -22,6 +22,7 @@
 #define SWEEP_SLOTS 4096
 #define CL_LOG_WINDOW_S 10	/* refusal lines: per client per window */
 #define CL_LOG_BURST 5
+#define CL_LOG_PER_S 20
 
 struct cl_state cl;
 static int init_state;		/* 0 not started, 1 running, 2 ready */
@@ -120,7 +121,8 @@ void cl_release_taken(const struct cl_taken *t)
 
 	if (!(t->w & FD_CONN) || !z || idx >= z->hdr->nconns)
 		return;
-	if (t->shared && cl_kcheck_record(z, idx, gen, CLC_REL_CLOSE) >= 0)
+	/* -2: no check possible right now; the sweep will make it later. */
+	if (t->shared && cl_kcheck_record(z, idx, gen, CLC_REL_CLOSE) != -1)
 		return;
 	cl_zone_release(z, idx, gen, CLC_REL_CLOSE);
 }
@@ -190,6 +192,22 @@ static void log_table_full(void)
 	cl_line_emit(&l, CL_LOG_WARN);
 }
 
+/*
+ * A flood from many addresses must not flood the log either: at most
+ * CL_LOG_PER_S reject lines per second per process, whatever the client.
+ * What is held back is still counted per client and reported by the
+ * client's next "reject-suppressed" line.
+ */
+static int log_budget(void)
+{
+	static uint32_t sec, used;
+	uint32_t now = cl_now_ms() / 1000, s = LOAD(&sec);
+
+	if (s != now && CAS(&sec, &s, now))
+		STORE(&used, 0);
+	return ADD(&used, 1) <= CL_LOG_PER_S;
+}
+
 /* The first few refusals per client per window, then a count. */
 static void log_refusal(struct cl_client *cc, const struct cl_peer *p,
 			const struct cl_admit *a, uint32_t limit,
@@ -210,7 +228,7 @@ static void log_refusal(struct cl_client *cc, const struct cl_peer *p,
 			cl_line_emit(&l, CL_LOG_WARN);
 		}
 	}
-	if (ADD(&cc->log_n, 1) > CL_LOG_BURST) {
+	if (ADD(&cc->log_n, 1) > CL_LOG_BURST || !log_budget()) {
 		ADD(&cc->log_dropped, 1);
 		return;
 	}

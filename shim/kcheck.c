@@ -10,6 +10,7 @@
  * the client's TCP sockets.  A record whose socket is missing, or present
  * with inode 0 (orphaned: no descriptor anywhere), is released.
  */
+#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -117,6 +118,17 @@ static void drop_duplicates(struct wants *ws)
 				ws->w[i].inode = 0;
 }
 
+/*
+ * Out of descriptors or memory, or interrupted: this check is skipped,
+ * the next one will be made.  Anything else (EPERM from seccomp,
+ * EPROTONOSUPPORT without INET_DIAG) will not change: stop asking.
+ */
+static int transient(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS ||
+	       err == ENOMEM || err == EINTR || err == EAGAIN;
+}
+
 /* One dump per socket family among the records. */
 static int ask_kernel(struct cl_zone *z, struct wants *ws)
 {
@@ -128,6 +140,8 @@ static int ask_kernel(struct cl_zone *z, struct wants *ws)
 			continue;
 		cl_zone_count(z, CLC_KCHECKS);
 		r = cl_diag_dump(fam, ws->w[i].peer, match, ws);
+		if (r < 0 && transient(-r))
+			return -2;
 		if (r < 0) {
 			kcheck_disable("sock_diag dump failed", -r);
 			return -1;
@@ -140,10 +154,10 @@ static int ask_kernel(struct cl_zone *z, struct wants *ws)
 /* Ask the kernel about @ws and release the records nobody holds. */
 static int kcheck_run(struct cl_zone *z, struct wants *ws, int why)
 {
-	int i, released = 0;
+	int i, released = 0, r = ask_kernel(z, ws);
 
-	if (ask_kernel(z, ws) < 0)
-		return -1;
+	if (r < 0)
+		return r;
 	drop_duplicates(ws);
 	for (i = 0; i < ws->n; i++)
 		if (!ws->w[i].inode)
@@ -155,8 +169,9 @@ static int kcheck_run(struct cl_zone *z, struct wants *ws, int why)
 /*
  * Check client @client's live records against the kernel and release
  * those no process holds, counting them under @why.  Returns how many
- * were released, or -1 if the kernel cannot be asked (then logged once,
- * and never asked again).
+ * were released; -1 if the kernel cannot be asked (then logged once, and
+ * never asked again); -2 if this one check could not be made (no
+ * descriptor or memory to spare right now).
  */
 int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
 {

@@ -177,9 +177,9 @@ CL_HIDDEN uint32_t cl_policy_lookup(const struct cl_policy *p,
 				    const struct cl_key *k,
 				    uint32_t default_limit, int *exempt);
 
-/* Zero the host bits: IPv4 keys keep v4_prefix bits, others v6_prefix. */
-CL_HIDDEN void cl_key_apply_prefix(struct cl_key *k, unsigned v4_prefix,
-				   unsigned v6_prefix);
+/* Zero the host bits: IPv4 keys keep v4_bits bits, others v6_bits. */
+CL_HIDDEN void cl_key_apply_prefix(struct cl_key *k, unsigned v4_bits,
+				   unsigned v6_bits);
 
 /* Whether connections to local @port are limited. */
 CL_HIDDEN int cl_ports_match(const struct cl_ports *p, uint16_t port);

@@ -5,16 +5,17 @@
  * Usage: connlimit-status [--json | --prometheus] [--top N] [--no-verify]
  *                         PID|ZONE
  *
- * A PID names the default zone of a running protected process: its
- * memfd mapping is found in /proc/PID/maps and read through
- * /proc/PID/mem (root, or the same user where ptrace is allowed).  Any
- * other word names a zone in /dev/shm (CONNLIMIT_ZONE).  The snapshot is
- * read without locks: every field is a fixed-width integer, so the worst
- * a reader sees is a count that changed while it read.  Each client's
- * counted connections are checked against the kernel's socket table
- * (sock_diag, as the library does), so "open" is what the kernel still
- * has open even where the library has not yet noticed a holder die;
- * "counted" is the table's own number.  --no-verify skips the check.
+ * A PID names the zone a running protected process uses: its mapping
+ * (the default zone's memfd, or a named zone's file) is found in
+ * /proc/PID/maps and read through /proc/PID/mem (root, or the same user
+ * where ptrace is allowed).  Any other word names a zone in /dev/shm
+ * (CONNLIMIT_ZONE).  The snapshot is read without locks: every field is
+ * a fixed-width integer, so the worst a reader sees is a count that
+ * changed while it read.  Each client's counted connections are checked
+ * against the kernel's socket table (sock_diag, as the library does), so
+ * "open" is what the kernel still has open even where the library has
+ * not yet noticed a holder die; "counted" is the table's own number.
+ * --no-verify skips the check.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +48,9 @@ struct probe {
 	int family;
 };
 
+#define MEMFD_PATH "/memfd:connlimit-zone"
+#define ZONE_PATH "/dev/shm/connlimit."
+
 static const char *counter_names[] = {
 	"admitted", "refused", "monitor_would_refuse", "released_close",
 	"released_kernel", "table_full", "kernel_checks"
@@ -77,34 +81,69 @@ static void *read_all(int fd, off_t off, size_t size)
 	return buf;
 }
 
-/* Find "START-END ... /memfd:connlimit-zone" in /proc/PID/maps. */
-static int find_mapping(const char *pid, uint64_t *start, uint64_t *end)
+/*
+ * The zone named by one line of /proc/PID/maps: 1 and @name "" for the
+ * default zone's memfd, 1 and the name for a named zone's file, else 0.
+ */
+static int zone_of_line(const char *path, char *name, size_t len)
+{
+	size_t n;
+
+	if (!strncmp(path, MEMFD_PATH, strlen(MEMFD_PATH))) {
+		name[0] = 0;
+		return 1;
+	}
+	if (strncmp(path, ZONE_PATH, strlen(ZONE_PATH)) ||
+	    strstr(path, ".tmp."))
+		return 0;
+	path += strlen(ZONE_PATH);
+	n = strcspn(path, " \n");
+	snprintf(name, len, "%.*s", (int)n, path);
+	return 1;
+}
+
+/*
+ * Find the zone process @pid maps.  1: found; 0: the library is not
+ * loaded; -1: it is loaded but made no zone (its settings were refused).
+ */
+static int find_mapping(const char *pid, uint64_t *start, uint64_t *end,
+			char *name, size_t len)
 {
 	char path[64], line[512];
+	const char *file;
 	FILE *f;
-	int found = 0;
+	int found = 0, lib = 0;
 
 	snprintf(path, sizeof path, "/proc/%s/maps", pid);
 	f = fopen(path, "re");
 	if (!f)
-		die(1, "no such process", pid);
-	while (!found && fgets(line, sizeof line, f))
-		found = strstr(line, "/memfd:connlimit-zone") &&
+		die(1, errno == ENOENT ? "no such process" :
+		    "cannot read its memory map (need root or its user)", pid);
+	while (!found && fgets(line, sizeof line, f)) {
+		file = strchr(line, '/');
+		if (!file)
+			continue;
+		lib |= strstr(file, "/libconnlimit") != NULL;
+		found = zone_of_line(file, name, len) &&
 			sscanf(line, "%" SCNx64 "-%" SCNx64, start, end) == 2;
+	}
 	fclose(f);
-	return found;
+	return found ? 1 : -lib;
 }
 
-static void *load_pid(const char *pid, size_t *size)
+static void *load_pid(const char *pid, size_t *size, char *name,
+		      size_t len)
 {
 	char path[64];
 	uint64_t start, end;
 	void *buf;
-	int fd;
+	int fd, r = find_mapping(pid, &start, &end, name, len);
 
-	if (!find_mapping(pid, &start, &end))
-		die(1, "process has no connlimit zone (not running under "
-		       "libconnlimit, or it uses CONNLIMIT_ZONE)", pid);
+	if (r == 0)
+		die(1, "process is not running under libconnlimit", pid);
+	if (r < 0)
+		die(1, "libconnlimit is loaded but has no zone (its settings "
+		       "were refused: see the process's log)", pid);
 	snprintf(path, sizeof path, "/proc/%s/mem", pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -125,10 +164,12 @@ static void *load_named(const char *name, size_t *size)
 	void *buf;
 	int fd;
 
-	snprintf(path, sizeof path, "/dev/shm/connlimit.%s", name);
+	if (!*name || *name == '.' || strchr(name, '/') || strlen(name) > 64)
+		die(2, "not a zone name", name);
+	snprintf(path, sizeof path, "%s%s", ZONE_PATH, name);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 || fstat(fd, &st) < 0)
-		die(1, "no such zone", name);
+		die(1, errno == ENOENT ? "no such zone" : strerror(errno), name);
 	*size = (size_t)st.st_size;
 	buf = read_all(fd, 0, *size);
 	close(fd);
@@ -234,14 +275,29 @@ static void verify_row(const struct cl_zone_hdr *h, struct row *r)
 		r->open = pr.held;
 }
 
+/* A JSON string or a Prometheus label value, without the quotes. */
+static void put_escaped(const char *s, int json)
+{
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if (*s == '\n')
+			fputs("\\n", stdout);
+		else if (json && (unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
+	}
+}
+
 static void print_text(const struct cl_zone_hdr *h, const char *zone,
-		       const struct row *r, size_t n)
+		       const struct row *r, size_t n, size_t total)
 {
 	char a[48];
 	size_t i;
 
 	printf("zone=%s capacity=%u max_per_ip=%u counted=%u clients=%zu\n",
-	       zone, h->nconns, h->max_per_ip, h->open_total, n);
+	       zone, h->nconns, h->max_per_ip, h->open_total, total);
 	printf("counters");
 	for (i = 0; i < sizeof counter_names / sizeof *counter_names; i++)
 		printf(" %s=%" PRIu64, counter_names[i], h->counter[i]);
@@ -254,14 +310,16 @@ static void print_text(const struct cl_zone_hdr *h, const char *zone,
 }
 
 static void print_json(const struct cl_zone_hdr *h, const char *zone,
-		       const struct row *r, size_t n)
+		       const struct row *r, size_t n, size_t total)
 {
 	char a[48];
 	size_t i;
 
-	printf("{\"zone\":\"%s\",\"capacity\":%u,\"max_per_ip\":%u,"
-	       "\"open\":%u,\"counters\":{", zone, h->nconns, h->max_per_ip,
-	       h->open_total);
+	printf("{\"zone\":\"");
+	put_escaped(zone, 1);
+	printf("\",\"capacity\":%u,\"max_per_ip\":%u,\"open\":%u,"
+	       "\"client_count\":%zu,\"counters\":{", h->nconns,
+	       h->max_per_ip, h->open_total, total);
 	for (i = 0; i < sizeof counter_names / sizeof *counter_names; i++)
 		printf("%s\"%s\":%" PRIu64, i ? "," : "", counter_names[i],
 		       h->counter[i]);
@@ -275,23 +333,63 @@ static void print_json(const struct cl_zone_hdr *h, const char *zone,
 	printf("]}\n");
 }
 
+static void prom_head(const char *name, const char *type, const char *help)
+{
+	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* NAME{zone="ZONE"} V, or NAME{zone="ZONE",LABEL="VALUE"} V */
+static void prom_sample(const char *name, const char *zone,
+			const char *label, const char *value, uint64_t v)
+{
+	printf("%s{zone=\"", name);
+	put_escaped(zone, 0);
+	if (label) {
+		printf("\",%s=\"", label);
+		put_escaped(value, 0);
+	}
+	printf("\"} %" PRIu64 "\n", v);
+}
+
+/* Text exposition format, as node_exporter's textfile collector reads. */
 static void print_prom(const struct cl_zone_hdr *h, const char *zone,
-		       const struct row *r, size_t n)
+		       const struct row *r, size_t n, size_t total)
 {
 	char a[48];
 	size_t i;
 
-	printf("# TYPE connlimit_open gauge\n");
-	printf("connlimit_open{zone=\"%s\"} %u\n", zone, h->open_total);
-	printf("# TYPE connlimit_events_total counter\n");
+	prom_head("connlimit_max_per_ip", "gauge",
+		  "Connections one client may hold open at once (0: no limit).");
+	prom_sample("connlimit_max_per_ip", zone, NULL, NULL, h->max_per_ip);
+	prom_head("connlimit_capacity", "gauge",
+		  "Connection records in the table.");
+	prom_sample("connlimit_capacity", zone, NULL, NULL, h->nconns);
+	prom_head("connlimit_open", "gauge",
+		  "Connections the table counts as open.");
+	prom_sample("connlimit_open", zone, NULL, NULL, h->open_total);
+	prom_head("connlimit_clients", "gauge",
+		  "Clients with connections open.");
+	prom_sample("connlimit_clients", zone, NULL, NULL, total);
+	prom_head("connlimit_events_total", "counter",
+		  "Connection events since the table was made, by event.");
 	for (i = 0; i < sizeof counter_names / sizeof *counter_names; i++)
-		printf("connlimit_events_total{zone=\"%s\",event=\"%s\"} %"
-		       PRIu64 "\n", zone, counter_names[i], h->counter[i]);
-	printf("# TYPE connlimit_client_open gauge\n");
+		prom_sample("connlimit_events_total", zone, "event",
+			    counter_names[i], h->counter[i]);
+	if (n == 0)
+		return;
+	prom_head("connlimit_client_open", "gauge",
+		  "Open connections of one client (the clients with most).");
 	for (i = 0; i < n; i++) {
 		cl_key_format(&r[i].key, a, sizeof a);
-		printf("connlimit_client_open{zone=\"%s\",client=\"%s\"} %u\n",
-		       zone, a, r[i].open);
+		prom_sample("connlimit_client_open", zone, "client", a,
+			    r[i].open);
+	}
+	prom_head("connlimit_client_refused_total", "counter",
+		  "Refusals of one client since it took its table slot.");
+	for (i = 0; i < n; i++) {
+		cl_key_format(&r[i].key, a, sizeof a);
+		prom_sample("connlimit_client_refused_total", zone, "client", a,
+			    r[i].refused);
 	}
 }
 
@@ -305,11 +403,24 @@ static int all_digits(const char *s)
 	return 1;
 }
 
-static void usage(void)
+static void usage(const char *why, const char *arg)
 {
+	if (why)
+		fprintf(stderr, "connlimit-status: %s%s\n", why, arg ? arg : "");
 	fprintf(stderr, "usage: connlimit-status [--json | --prometheus] "
 			"[--top N] [--no-verify] PID|ZONE\n");
 	exit(2);
+}
+
+static uint32_t parse_top(const char *s)
+{
+	unsigned long long v = 0;
+
+	if (all_digits(s) && strlen(s) <= 10)
+		v = strtoull(s, NULL, 10);
+	if (v == 0 || v > UINT32_MAX)
+		die(2, "--top expects an integer from 1 to 4294967295", s);
+	return (uint32_t)v;
 }
 
 int main(int argc, char **argv)
@@ -317,9 +428,9 @@ int main(int argc, char **argv)
 	int fmt = FMT_TEXT, i, verify = 1;
 	uint32_t top = UINT32_MAX;
 	const char *target = NULL;
-	char zone[80];
+	char zone[80], name[64];
 	struct row *rows;
-	size_t size, n;
+	size_t size, n, total;
 	void *buf;
 
 	for (i = 1; i < argc; i++) {
@@ -329,21 +440,23 @@ int main(int argc, char **argv)
 			fmt = FMT_PROM;
 		else if (!strcmp(argv[i], "--no-verify"))
 			verify = 0;
-		else if (!strcmp(argv[i], "--top") && i + 1 < argc) {
-			if (!all_digits(argv[++i]) ||
-			    (top = (uint32_t)strtoul(argv[i], NULL, 10)) == 0)
-				die(2, "--top expects a positive integer",
-				    argv[i]);
-		} else if (argv[i][0] == '-' || target)
-			usage();
+		else if (!strcmp(argv[i], "--top") && i + 1 < argc)
+			top = parse_top(argv[++i]);
+		else if (argv[i][0] == '-')
+			usage("unknown option or missing value: ", argv[i]);
+		else if (target)
+			usage("name one PID or zone, not also ", argv[i]);
 		else
 			target = argv[i];
 	}
 	if (!target)
-		usage();
+		usage("name a PID or a zone", NULL);
 	if (all_digits(target)) {
-		buf = load_pid(target, &size);
-		snprintf(zone, sizeof zone, "pid:%s", target);
+		buf = load_pid(target, &size, name, sizeof name);
+		if (name[0])
+			snprintf(zone, sizeof zone, "%s", name);
+		else
+			snprintf(zone, sizeof zone, "pid:%s", target);
 	} else {
 		buf = load_named(target, &size);
 		snprintf(zone, sizeof zone, "%s", target);
@@ -353,13 +466,14 @@ int main(int argc, char **argv)
 	for (i = 0; verify && i < (int)n; i++)
 		verify_row(buf, &rows[i]);
 	qsort(rows, n, sizeof *rows, by_open);
+	total = n;
 	if (n > top)
 		n = top;
 	if (fmt == FMT_JSON)
-		print_json(buf, zone, rows, n);
+		print_json(buf, zone, rows, n, total);
 	else if (fmt == FMT_PROM)
-		print_prom(buf, zone, rows, n);
+		print_prom(buf, zone, rows, n, total);
 	else
-		print_text(buf, zone, rows, n);
+		print_text(buf, zone, rows, n, total);
 	return 0;
 }

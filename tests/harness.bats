@@ -2,6 +2,9 @@
 # The test programs themselves, without the library: if these fail, the
 # core suite's verdicts mean nothing.
 
+# in_netns scripts are single-quoted on purpose; start_server sets PORT.
+# shellcheck disable=SC2016,SC2153
+
 bats_require_minimum_version 1.5.0
 load test_helper
 
@@ -49,6 +52,13 @@ serves_all() {
 	start_server srv "$BIN/tserver" -N -a accept4
 	run -0 "$BIN/tclient" -s 127.0.0.2 -p "$PORT"
 	assert_file_has "$(out_of srv)" '^accept fd=[0-9]+ peer=-$'
+}
+
+@test "tserver with -l reports the full address length" {
+	start_server srv "$BIN/tserver" -l 4
+	run -0 "$BIN/tclient" -s 127.0.0.2 -p "$PORT"
+	assert_file_has "$(out_of srv)" '^addrlen fd=[0-9]+ len=16$'
+	assert_file_lacks "$(out_of srv)" '^addr-(mismatch|overrun)'
 }
 
 @test "tserver greeting shows the accept4 flags of the descriptor" {

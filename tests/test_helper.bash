@@ -5,9 +5,10 @@
 # library. Also sourced by in_netns inside a private network namespace.
 
 REPO=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
-LIB=$REPO/libconnlimit.so
+LIB=${LIBCONNLIMIT:-$REPO/libconnlimit.so}
 BIN=$REPO/tests/bin
 STATUS=$REPO/connlimit-status
+# shellcheck disable=SC2034 # used by the .bats files
 PYTHON=/usr/bin/python3
 
 # The environment that loads the library; use `preload_env CMD...` or
@@ -115,6 +116,7 @@ wait_exit() {
 	wait_for "${2:-10}" not_running "$pid" || fail "$1 still running"
 	EXIT_STATUS=0
 	wait "$pid" || EXIT_STATUS=$?
+	export EXIT_STATUS
 }
 
 not_running() {
@@ -171,6 +173,7 @@ kept_of() {
 }
 
 # assert_output_has ERE / assert_output_lacks ERE: check bats' $output.
+# shellcheck disable=SC2154 # bats' run sets output
 assert_output_has() {
 	grep -Eq -- "$1" <<<"$output" ||
 		fail "no line matches '$1' in: $output"
@@ -234,9 +237,14 @@ queue_clients() {
 	done
 }
 
+# status_of PID: what connlimit-status says about PID (bounded).
+status_of() {
+	timeout 10 "$STATUS" "$1"
+}
+
 # open_counts PID: connlimit-status lines for clients with open>0.
 open_counts() {
-	"$STATUS" "$1" | grep -E '^client=.* open=[1-9]' || true
+	status_of "$1" | grep -E '^client=.* open=[1-9]' || true
 }
 
 no_open_counts() {
@@ -247,14 +255,16 @@ no_open_counts() {
 # mount namespaces, lo up with ::2 and ::3 added. Everything it starts
 # dies with it. Bounded to 60 s.
 in_netns() {
-	BATS_TEST_DIRNAME=$BATS_TEST_DIRNAME BATS_TEST_TMPDIR=$BATS_TEST_TMPDIR \
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	local inner='set -eu
+		ip link set lo up
+		ip -6 addr add ::2/128 dev lo nodad
+		ip -6 addr add ::3/128 dev lo nodad
+		source "$1"
+		eval "$2"'
+	export BATS_TEST_DIRNAME BATS_TEST_TMPDIR
 	timeout -k 5 60 unshare --net --pid --mount-proc --kill-child \
-		bash -c 'set -eu
-			ip link set lo up
-			ip -6 addr add ::2/128 dev lo nodad
-			ip -6 addr add ::3/128 dev lo nodad
-			source "$1"
-			eval "$2"' in_netns "$BATS_TEST_DIRNAME/test_helper.bash" \
+		bash -c "$inner" in_netns "$BATS_TEST_DIRNAME/test_helper.bash" \
 		"$1" 3>&-
 }
 

@@ -181,9 +181,10 @@ static void on_writable(struct conn *c)
 	int err = 0;
 	socklen_t len = sizeof(err);
 
+	/* A reset can beat us to the connect's completion. */
 	getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
 	if (err)
-		refuse(c, "connect-error");
+		refuse(c, err == ECONNRESET ? "reset" : "connect-error");
 	else
 		connected(c);
 }

@@ -3,7 +3,7 @@
  *
  * Usage: tserver [-f 4|6|dual] [-b ADDR] [-p PORT] [-m MODE]
  *                [-a accept|accept4] [-F cloexec,nonblock] [-N]
- *                [-u PATH] [-g TEXT] [-x N]
+ *                [-u PATH] [-g TEXT] [-x N] [-l LEN] [-R]
  *
  * MODE is block (main thread blocks in accept, a poll thread serves the
  * connections), select (one thread, select() over a blocking listener),
@@ -15,6 +15,11 @@
  * errno=NAME". In the epoll modes EAGAIN is how a drain ends, so it is not
  * reported. Each connection gets "TEXT cloexec=0|1 nonblock=0|1\n" and an
  * echo of what it sends. SIGTERM and SIGINT end the server with status 0.
+ *
+ * -l LEN hands accept an address buffer of only LEN bytes, prints "peer=-"
+ * and "addrlen fd=N len=L", and "addr-overrun fd=N" if bytes past LEN
+ * changed. -R closes connections with syscall(SYS_close), which no
+ * preloaded library sees. -x N exits 0 once N connections were closed.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -33,6 +38,7 @@
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +53,8 @@ struct opts {
 	int use_accept4;
 	int flags;
 	int null_addr;
+	socklen_t short_len;
+	int raw_close;
 	const char *unix_path;
 	const char *greeting;
 	long exit_after;
@@ -62,7 +70,7 @@ static _Noreturn void usage(void)
 	fprintf(stderr, "usage: tserver [-f 4|6|dual] [-b ADDR] [-p PORT] "
 		"[-m block|select|epoll-lt|epoll-et|thread] "
 		"[-a accept|accept4] [-F cloexec,nonblock] [-N] [-u PATH] "
-		"[-g TEXT] [-x N]\n");
+		"[-g TEXT] [-x N] [-l LEN] [-R]\n");
 	exit(2);
 }
 
@@ -93,7 +101,7 @@ static void parse_opts(int argc, char **argv)
 {
 	int c;
 
-	while ((c = getopt(argc, argv, "f:b:p:m:a:F:Nu:g:x:")) != -1) {
+	while ((c = getopt(argc, argv, "f:b:p:m:a:F:Nu:g:x:l:R")) != -1) {
 		switch (c) {
 		case 'f': opt.family = optarg; break;
 		case 'b': opt.bind = optarg; break;
@@ -105,6 +113,8 @@ static void parse_opts(int argc, char **argv)
 		case 'u': opt.unix_path = optarg; break;
 		case 'g': opt.greeting = optarg; break;
 		case 'x': opt.exit_after = atol(optarg); break;
+		case 'l': opt.short_len = atoi(optarg); break;
+		case 'R': opt.raw_close = 1; break;
 		default: usage();
 		}
 	}
@@ -259,6 +269,28 @@ static void check_peer(int fd, const struct sockaddr_storage *ss,
 		printf("addr-mismatch fd=%d\n", fd);
 }
 
+#define FILL 0xAA
+
+/* -l: the kernel copies the first short_len bytes and nothing more. */
+static void check_short(int fd, const struct sockaddr_storage *ss,
+			socklen_t len)
+{
+	const unsigned char *p = (const unsigned char *)ss;
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer), n = opt.short_len;
+
+	printf("addrlen fd=%d len=%u\n", fd, len);
+	if (getpeername(fd, (struct sockaddr *)&peer, &plen) == -1 ||
+	    len != plen || memcmp(ss, &peer, n < plen ? n : plen) != 0)
+		printf("addr-mismatch fd=%d\n", fd);
+	for (size_t i = n; i < sizeof(*ss); i++) {
+		if (p[i] != FILL) {
+			printf("addr-overrun fd=%d\n", fd);
+			return;
+		}
+	}
+}
+
 static void greet(int fd)
 {
 	char buf[512];
@@ -278,10 +310,12 @@ static void on_accepted(int fd, const struct sockaddr_storage *ss,
 {
 	char peer[INET6_ADDRSTRLEN + 16] = "-";
 
-	if (!opt.null_addr)
+	if (!opt.null_addr && !opt.short_len)
 		fmt_addr((const struct sockaddr *)ss, peer, sizeof(peer));
 	printf("accept fd=%d peer=%s\n", fd, peer);
-	if (!opt.null_addr)
+	if (opt.short_len)
+		check_short(fd, ss, len);
+	else if (!opt.null_addr)
 		check_peer(fd, ss, len);
 	greet(fd);
 }
@@ -293,12 +327,12 @@ static void on_accepted(int fd, const struct sockaddr_storage *ss,
 static int try_accept(int lfd, int quiet_eagain)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
+	socklen_t len = opt.short_len ? opt.short_len : sizeof(ss);
 	struct sockaddr *sa = opt.null_addr ? NULL : (struct sockaddr *)&ss;
 	socklen_t *lp = opt.null_addr ? NULL : &len;
 	int fd;
 
-	memset(&ss, 0, sizeof(ss));
+	memset(&ss, opt.short_len ? FILL : 0, sizeof(ss));
 	if (opt.use_accept4)
 		fd = accept4(lfd, sa, lp, opt.flags);
 	else
@@ -319,7 +353,10 @@ static int try_accept(int lfd, int quiet_eagain)
 
 static void conn_close(int fd)
 {
-	close(fd);
+	if (opt.raw_close)
+		syscall(SYS_close, fd);
+	else
+		close(fd);
 	printf("close fd=%d\n", fd);
 	if (opt.exit_after > 0 && ++closed_total >= opt.exit_after)
 		exit(0);

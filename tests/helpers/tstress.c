@@ -2,13 +2,14 @@
  * tstress: many short connections from a range of loopback sources.
  *
  * Usage: tstress -S FIRST[-LAST] [-d DST] -p PORT [-n TOTAL] [-c CONC]
- *                [-t MS] [-T SECONDS]
+ *                [-t MS] [-w MS] [-T SECONDS]
  *
  * Keeps up to CONC (default 10) connections in flight, each from the next
  * IPv4 source in FIRST..LAST in turn, until TOTAL (default 1000) have
  * finished. A connection connects, waits up to -t MS (default 2000) for a
- * first line, and closes: "ok" when the line arrived, "refused" on EOF or
- * reset, "errors" otherwise. Prints "done ok=K refused=R errors=E" and
+ * first line, keeps the connection open -w MS more (default 0) and closes:
+ * "ok" when the line arrived, "refused" on EOF or reset, "errors"
+ * otherwise. Prints "done ok=K refused=R errors=E" and
  * exits 0; after -T SECONDS (default 10) it stops, adds "unfinished=U" and
  * exits 1.
  */
@@ -26,7 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum state { IDLE, CONNECTING, WAITING };
+enum state { IDLE, CONNECTING, WAITING, HOLDING };
 enum verdict { OK, REFUSED, ERROR };
 
 struct slot {
@@ -38,7 +39,7 @@ struct slot {
 static struct {
 	uint32_t first, last, next;
 	struct sockaddr_in dst;
-	long total, conc, timeout_ms, limit_s;
+	long total, conc, timeout_ms, hold_ms, limit_s;
 } opt = { .total = 1000, .conc = 10, .timeout_ms = 2000, .limit_s = 10 };
 
 static long started, finished, counts[3];
@@ -46,7 +47,7 @@ static long started, finished, counts[3];
 static _Noreturn void usage(void)
 {
 	fprintf(stderr, "usage: tstress -S FIRST[-LAST] [-d DST] -p PORT "
-		"[-n TOTAL] [-c CONC] [-t MS] [-T SECONDS]\n");
+		"[-n TOTAL] [-c CONC] [-t MS] [-w MS] [-T SECONDS]\n");
 	exit(2);
 }
 
@@ -86,7 +87,7 @@ static void parse_opts(int argc, char **argv)
 
 	opt.dst.sin_family = AF_INET;
 	opt.dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	while ((c = getopt(argc, argv, "S:d:p:n:c:t:T:")) != -1) {
+	while ((c = getopt(argc, argv, "S:d:p:n:c:t:w:T:")) != -1) {
 		switch (c) {
 		case 'S': parse_range(optarg); break;
 		case 'd': opt.dst.sin_addr.s_addr = htonl(parse_ip(optarg));
@@ -95,6 +96,7 @@ static void parse_opts(int argc, char **argv)
 		case 'n': opt.total = atol(optarg); break;
 		case 'c': opt.conc = atol(optarg); break;
 		case 't': opt.timeout_ms = atol(optarg); break;
+		case 'w': opt.hold_ms = atol(optarg); break;
 		case 'T': opt.limit_s = atol(optarg); break;
 		default: usage();
 		}
@@ -152,7 +154,7 @@ static void on_event(struct slot *s)
 	if (s->state == CONNECTING) {
 		getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
 		if (err)
-			finish(s, ERROR);
+			finish(s, err == ECONNRESET ? REFUSED : ERROR);
 		else
 			s->state = WAITING;
 		return;
@@ -162,6 +164,11 @@ static void on_event(struct slot *s)
 		return;
 	if (n > 0 && !memchr(buf, '\n', n))
 		return;
+	if (n > 0 && opt.hold_ms > 0) {
+		s->state = HOLDING;
+		s->deadline = now_ms() + opt.hold_ms;
+		return;
+	}
 	finish(s, n > 0 ? OK : REFUSED);
 }
 
@@ -174,8 +181,8 @@ static int prepare(struct slot *slots, struct pollfd *p, long now)
 		if (s->state == IDLE && started < opt.total)
 			start(s);
 		if (s->state != IDLE && now >= s->deadline)
-			finish(s, ERROR);
-		p[i].fd = s->state == IDLE ? -1 : s->fd;
+			finish(s, s->state == HOLDING ? OK : ERROR);
+		p[i].fd = s->state == IDLE || s->state == HOLDING ? -1 : s->fd;
 		p[i].events = s->state == CONNECTING ? POLLOUT : POLLIN;
 		p[i].revents = 0;
 	}
@@ -200,7 +207,7 @@ int main(int argc, char **argv)
 	while (finished < opt.total && now_ms() < end) {
 		int n = prepare(slots, p, now_ms());
 
-		if (poll(p, n, 50) <= 0)
+		if (poll(p, n, 5) <= 0)
 			continue;
 		for (int i = 0; i < n; i++)
 			if (p[i].revents && slots[i].state != IDLE)
