@@ -29,9 +29,10 @@ endif
 
 LIB = libconnlimit.so
 LIB_SRC = shim/addr.c shim/core.c shim/fdtab.c shim/interpose.c \
-          shim/diag.c shim/kcheck.c shim/log.c shim/settings.c shim/zone.c \
+          shim/diag.c shim/config.c shim/kcheck.c shim/log.c \
+          shim/policy.c shim/zone.c \
           shim/zonefile.c
-LIB_HDR = shim/cl.h shim/zone.h shim/diag.h
+LIB_HDR = shim/cl.h shim/zone.h shim/diag.h shim/policy.h
 HELPERS = $(patsubst tests/helpers/%.c,tests/bin/%,\
           $(wildcard tests/helpers/*.c))
 

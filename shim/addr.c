@@ -31,6 +31,7 @@ int cl_peer_from(const struct sockaddr *sa, socklen_t len,
 		memcpy(out->raw, out->key.b, 16);
 		out->port = ntohs(s4->sin_port);
 		out->family = AF_INET;
+		out->plen = 128;
 		return 0;
 	}
 	if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
@@ -40,6 +41,7 @@ int cl_peer_from(const struct sockaddr *sa, socklen_t len,
 		memcpy(out->raw, &s6->sin6_addr, 16);
 		out->port = ntohs(s6->sin6_port);
 		out->family = AF_INET6;
+		out->plen = 128;
 		return 0;
 	}
 	return -1;
@@ -53,6 +55,19 @@ static uint64_t mix(uint64_t x)
 	x ^= x >> 27;
 	x *= 0x94d049bb133111ebULL;
 	return x ^ (x >> 31);
+}
+
+/* Keep the first @plen of the 128 bits of @k, zero the rest. */
+void cl_key_apply_prefix128(struct cl_key *k, unsigned plen)
+{
+	unsigned i;
+
+	for (i = 0; i < 16; i++) {
+		if (plen >= 8 * (i + 1))
+			continue;
+		k->b[i] &= plen > 8 * i ? (uint8_t)(0xff << (8 - plen % 8))
+					: 0;
+	}
 }
 
 uint64_t cl_key_hash(const struct cl_key *k, uint64_t seed)

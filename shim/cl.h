@@ -37,26 +37,22 @@ struct cl_peer {
 	uint8_t raw[16];	/* full address, IPv4 as ::ffff:a.b.c.d */
 	uint16_t port;		/* peer port, host order */
 	uint8_t family;		/* socket family: AF_INET or AF_INET6 */
+	uint8_t plen;		/* key is a network of this prefix (of 128) */
 };
 
 CL_HIDDEN int cl_peer_from(const struct sockaddr *sa, socklen_t len,
 			   struct cl_peer *out);
 CL_HIDDEN int cl_key_is_v4(const struct cl_key *k);
 CL_HIDDEN size_t cl_key_format(const struct cl_key *k, char *buf, size_t n);
+CL_HIDDEN void cl_key_apply_prefix128(struct cl_key *k, unsigned plen);
 CL_HIDDEN uint64_t cl_key_hash(const struct cl_key *k, uint64_t seed);
 
-/* ---- settings.c ---- */
-struct cl_conf {
-	uint32_t max_per_ip;	/* 0 = unlimited, still counted */
-	uint32_t capacity;	/* connection records in the table */
-	int log_level;		/* CL_LOG_* */
-	int passthrough;	/* bad settings: count nothing, limit nothing */
-	char zone[64];		/* CONNLIMIT_ZONE, "" for the default zone */
-};
+/* ---- config.c: settings in force (struct cl_settings, policy.h) ---- */
+struct cl_settings;
 
-CL_HIDDEN void cl_conf_load(struct cl_conf *c);
-CL_HIDDEN int cl_parse_u32(const char *s, uint32_t lo, uint32_t hi,
-			   uint32_t *out);
+CL_HIDDEN const struct cl_settings *cl_config_init(void);
+CL_HIDDEN const struct cl_settings *cl_rules(void);
+CL_HIDDEN void cl_config_poll(void);
 
 /* ---- log.c ---- */
 enum { CL_LOG_ERROR, CL_LOG_WARN, CL_LOG_INFO, CL_LOG_DEBUG };
@@ -64,7 +60,7 @@ enum { CL_DEST_STDERR, CL_DEST_SYSLOG, CL_DEST_FILE };
 
 /* A line under construction; never allocates, async-signal-safe. */
 struct cl_line {
-	char buf[512];
+	char buf[1024];
 	size_t len;
 };
 
@@ -111,22 +107,24 @@ CL_HIDDEN void cl_fd_foreach(unsigned lo, unsigned hi,
 			     void *arg);
 
 /* ---- zone.c, zonefile.c: the shared table ---- */
-enum { CL_ADMIT, CL_REFUSE, CL_UNTRACKED };
+enum { CL_ADMIT, CL_REFUSE, CL_REFUSE_TOTAL, CL_UNTRACKED };
 
 struct cl_admit {
 	uint32_t client;	/* client index, valid unless CL_UNTRACKED */
 	uint32_t idx;		/* record index, valid with CL_ADMIT */
 	uint32_t gen;
-	uint32_t open;		/* the client's count (after admission) */
+	uint32_t open;		/* the client's count (after admission), or
+				 * the total with CL_REFUSE_TOTAL */
 };
 
 CL_HIDDEN int cl_zone_admit(struct cl_zone *z, const struct cl_peer *p,
 			    uint16_t lport, uint32_t limit,
-			    struct cl_admit *a);
+			    uint32_t max_total, struct cl_admit *a);
 CL_HIDDEN int cl_zone_release(struct cl_zone *z, uint32_t idx, uint32_t gen,
 			      int why);
 CL_HIDDEN void cl_zone_count(struct cl_zone *z, int which);
-CL_HIDDEN int cl_zone_open(const struct cl_conf *c, struct cl_zone *z);
+CL_HIDDEN int cl_zone_open(uint32_t capacity, const char *name,
+			   uint32_t max_per_ip, struct cl_zone *z);
 
 /* ---- kcheck.c: ask the kernel which counted sockets still exist ---- */
 CL_HIDDEN int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why);
@@ -136,7 +134,6 @@ CL_HIDDEN int cl_kcheck_available(void);
 
 /* ---- core.c: policy shared by the wrappers ---- */
 struct cl_state {
-	struct cl_conf conf;
 	struct cl_zone *zone;
 	int pid;
 	uint32_t forkgen;
@@ -147,7 +144,7 @@ extern CL_HIDDEN struct cl_state cl;
 CL_HIDDEN int cl_ready(void);
 CL_HIDDEN int cl_in_vfork_child(void);
 CL_HIDDEN int cl_track(int c, int lfd, const struct sockaddr *sa,
-		       socklen_t len);
+		       socklen_t len, const struct cl_settings **s);
 
 /* An entry claimed from the table, to be released after the real close. */
 struct cl_taken {

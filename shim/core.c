@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cl.h"
+#include "policy.h"
 
 #define KCHECK_EVERY_MS 10	/* per client, before refusing it */
 #define SWEEP_EVERY_MS 1000	/* per zone, a few clients from accept */
@@ -45,33 +46,42 @@ static void fork_child(void)
 	ADD(&cl.forkgen, 1);
 }
 
-static void log_start(void)
+/* One info line with every setting in force, "name=value" each. */
+static void log_start(const struct cl_settings *s)
 {
+	char text[1024];
 	struct cl_line l;
+	size_t i, n;
 
 	if (!cl_log_enabled(CL_LOG_INFO))
 		return;
-	cl_line_start(&l, "info event=start");
-	cl_line_ku(&l, "max_per_ip", cl.conf.max_per_ip);
-	cl_line_ku(&l, "capacity", cl.zone->hdr->nconns);
-	cl_line_kv(&l, "zone", cl.conf.zone[0] ? cl.conf.zone : "default");
+	n = cl_settings_format(s, 0, text, sizeof text);
+	if (n >= sizeof text)
+		n = sizeof text - 1;
+	for (i = 0; i < n; i++)
+		if (text[i] == '\n')
+			text[i] = i + 1 < n ? ' ' : '\0';
+	text[n] = '\0';
+	cl_line_start(&l, "info event=start ");
+	cl_line_str(&l, text);
 	cl_line_emit(&l, CL_LOG_INFO);
 }
 
 static void init_once(void)
 {
 	static struct cl_zone zone;
+	const struct cl_settings *s;
 
 	cl.pid = (int)syscall(SYS_getpid);
 	cl_resolve_reals();
-	cl_conf_load(&cl.conf);
-	if (!cl.conf.passthrough && cl_zone_open(&cl.conf, &zone) < 0)
-		cl.conf.passthrough = 1;
-	if (!cl.conf.passthrough)
+	cl_log_init(CL_LOG_WARN);
+	s = cl_config_init();
+	if (s && cl_zone_open(s->capacity, s->zone, s->max_per_ip,
+			      &zone) == 0)
 		cl.zone = &zone;
 	pthread_atfork(NULL, fork_parent, fork_child);
-	if (cl.zone)
-		log_start();
+	if (cl.zone && cl_rules())
+		log_start(cl_rules());
 }
 
 int cl_ready(void)
@@ -240,17 +250,6 @@ static void log_refusal(struct cl_client *cc, const struct cl_peer *p,
 	cl_line_emit(&l, CL_LOG_WARN);
 }
 
-/* Refused: first drop records of sockets the kernel no longer has. */
-static int recheck(struct cl_zone *z, const struct cl_admit *a)
-{
-	struct cl_client *cc = cl_zone_client(z, a->client);
-	uint32_t now = cl_now_ms(), last = LOAD(&cc->verify_ms);
-
-	if (now - last < KCHECK_EVERY_MS || !CAS(&cc->verify_ms, &last, now))
-		return 0;
-	return cl_kcheck_client(z, a->client, CLC_REL_KERNEL) > 0;
-}
-
 /*
  * Heal what no close reported (killed holders, exec'd children, passed
  * descriptors) while the server is idle for that client: once a second
@@ -279,20 +278,61 @@ static void sweep(struct cl_zone *z)
 	STORE(&h->sweep_next, i);
 }
 
-static int admit(const struct cl_peer *p, uint16_t lport,
-		 struct cl_admit *a)
+/* Refused: first drop records of sockets the kernel no longer has. */
+static int recheck(struct cl_zone *z, const struct cl_admit *a)
 {
-	struct cl_zone *z = cl.zone;
-	uint32_t limit = cl.conf.max_per_ip;
-	int r = cl_zone_admit(z, p, lport, limit, a);
+	struct cl_client *cc = cl_zone_client(z, a->client);
+	uint32_t now = cl_now_ms(), last = LOAD(&cc->verify_ms);
 
-	if (r == CL_REFUSE && recheck(z, a))
-		r = cl_zone_admit(z, p, lport, limit, a);
+	if (now - last < KCHECK_EVERY_MS || !CAS(&cc->verify_ms, &last, now))
+		return 0;
+	return cl_kcheck_client(z, a->client, CLC_REL_KERNEL) > 0;
+}
+
+static void log_over_total(const struct cl_peer *p, const struct cl_admit *a,
+			   uint32_t max_total, uint16_t lport)
+{
+	struct cl_line l;
+
+	if (!log_budget())
+		return;
+	cl_line_start(&l, "reject");
+	cl_line_key(&l, "client", &p->key);
+	cl_line_kv(&l, "reason", "max_total");
+	cl_line_ku(&l, "limit", max_total);
+	cl_line_ku(&l, "open", a->open);
+	cl_line_ku(&l, "port", lport);
+	cl_line_emit(&l, CL_LOG_WARN);
+}
+
+/* Monitor mode: admitted and counted, logged as it would have gone. */
+static void log_monitor(const struct cl_peer *p, uint32_t limit,
+			uint32_t open, uint16_t lport)
+{
+	struct cl_line l;
+
+	if (!log_budget())
+		return;
+	cl_line_start(&l, "monitor would-reject");
+	cl_line_key(&l, "client", &p->key);
+	cl_line_ku(&l, "limit", limit);
+	cl_line_ku(&l, "open", open);
+	cl_line_ku(&l, "port", lport);
+	cl_line_emit(&l, CL_LOG_WARN);
+}
+
+static int count_outcome(struct cl_zone *z, const struct cl_peer *p,
+			 const struct cl_admit *a, uint32_t limit,
+			 uint32_t max_total, uint16_t lport, int r)
+{
 	if (r == CL_ADMIT) {
 		cl_zone_count(z, CLC_ADMITTED);
 	} else if (r == CL_UNTRACKED) {
 		cl_zone_count(z, CLC_TABLE_FULL);
 		log_table_full();
+	} else if (r == CL_REFUSE_TOTAL) {
+		cl_zone_count(z, CLC_REFUSED);
+		log_over_total(p, a, max_total, lport);
 	} else {
 		cl_zone_count(z, CLC_REFUSED);
 		ADD(&cl_zone_client(z, a->client)->refused, 1);
@@ -302,10 +342,42 @@ static int admit(const struct cl_peer *p, uint16_t lport,
 }
 
 /*
- * Account for descriptor @c, just returned by accept on @lfd with peer
- * @sa.  Returns 1 if the connection must be refused.
+ * Admit @p under the settings @s: CL_ADMIT (tracked), CL_UNTRACKED
+ * (admitted, not counted) or a refusal.  A would-be refusal in monitor
+ * mode is admitted and counted with no limit, so counts stay true.
  */
-int cl_track(int c, int lfd, const struct sockaddr *sa, socklen_t len)
+static int admit(const struct cl_settings *s, const struct cl_peer *p,
+		 uint16_t lport, struct cl_admit *a)
+{
+	struct cl_zone *z = cl.zone;
+	int exempt, r;
+	uint32_t limit = cl_policy_lookup(&s->policy, &p->key, s->max_per_ip,
+					  &exempt);
+	struct cl_peer k = *p;
+
+	cl_key_apply_prefix(&k.key, s->ipv4_prefix, s->ipv6_prefix);
+	k.plen = (uint8_t)(cl_key_is_v4(&k.key) ? 96 + s->ipv4_prefix
+						: s->ipv6_prefix);
+	r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
+	if (r == CL_REFUSE && recheck(z, a))
+		r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
+	if (s->mode == CL_MODE_MONITOR &&
+	    (r == CL_REFUSE || r == CL_REFUSE_TOTAL)) {
+		cl_zone_count(z, CLC_MONITOR);
+		log_monitor(&k, r == CL_REFUSE ? limit : s->max_total,
+			    a->open, lport);
+		r = cl_zone_admit(z, &k, lport, 0, 0, a);
+	}
+	return count_outcome(z, &k, a, limit, s->max_total, lport, r);
+}
+
+/*
+ * Account for descriptor @c, just returned by accept on @lfd with peer
+ * @sa.  Returns 0 to hand it to the program, or the action to refuse it
+ * with (CL_ACTION_* + 1); *@s is set to the settings that decided.
+ */
+int cl_track(int c, int lfd, const struct sockaddr *sa, socklen_t len,
+	     const struct cl_settings **s)
 {
 	struct cl_fdent *e = cl_fd_get(c);
 	struct cl_taken stale;
@@ -321,13 +393,19 @@ int cl_track(int c, int lfd, const struct sockaddr *sa, socklen_t len)
 		cl_take(e, &stale);
 		cl_release_taken(&stale);
 	}
-	if (!cl.zone || cl_peer_from(sa, len, &p) < 0)
+	cl_config_poll();
+	*s = cl_rules();
+	if (!*s || cl_peer_from(sa, len, &p) < 0)
 		return 0;
 	lport = listener_port(lfd);
+	if (!cl_ports_match(&(*s)->ports, lport))
+		return 0;
 	sweep(cl.zone);
-	r = admit(&p, lport, &a);
+	r = admit(*s, &p, lport, &a);
+	if (r == CL_REFUSE || r == CL_REFUSE_TOTAL)
+		return (*s)->action + 1;
 	if (r != CL_ADMIT)
-		return r == CL_REFUSE;
+		return 0;
 	e->shared = 0;
 	e->forkgen = LOAD(&cl.forkgen);
 	STORE(&e->word, cl_fd_conn_word(a.idx, a.gen));

@@ -30,11 +30,12 @@ struct diag_req {
 
 static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
 
-/* A dump of @family TCP sockets whose remote address is @peer (16 bytes,
- * IPv4 as ::ffff:a.b.c.d). */
-static size_t build_req(struct diag_req *q, int family, const uint8_t *peer)
+/* A dump of @family TCP sockets whose remote address is in @net/@plen
+ * (16 bytes, IPv4 as ::ffff:a.b.c.d with plen 96 + n). */
+static size_t build_req(struct diag_req *q, int family, const uint8_t *net,
+			unsigned plen)
 {
-	int v4 = !memcmp(peer, mapped, 12);
+	int v4 = !memcmp(net, mapped, 12) && plen >= 96;
 	size_t alen = v4 ? 4 : 16;
 	struct inet_diag_hostcond cond = { .port = -1 };
 	struct inet_diag_bc_op op;
@@ -57,10 +58,10 @@ static size_t build_req(struct diag_req *q, int family, const uint8_t *peer)
 	op.yes = (uint8_t)bclen;
 	op.no = (uint16_t)(bclen + 4);
 	cond.family = (uint8_t)(v4 ? AF_INET : AF_INET6);
-	cond.prefix_len = (uint8_t)(v4 ? 32 : 128);
+	cond.prefix_len = (uint8_t)(v4 ? plen - 96 : plen);
 	memcpy(q->bc, &op, sizeof op);
 	memcpy(q->bc + sizeof op, &cond, sizeof cond);
-	memcpy(q->bc + sizeof op + sizeof cond, v4 ? peer + 12 : peer, alen);
+	memcpy(q->bc + sizeof op + sizeof cond, v4 ? net + 12 : net, alen);
 	q->nlh.nlmsg_len = (uint32_t)(offsetof(struct diag_req, bc) + bclen);
 	return q->nlh.nlmsg_len;
 }
@@ -93,12 +94,13 @@ static int read_dump(int fd, cl_diag_fn fn, void *arg)
 	}
 }
 
-int cl_diag_dump(int family, const uint8_t *peer, cl_diag_fn fn, void *arg)
+int cl_diag_dump(int family, const uint8_t *net, unsigned plen,
+		 cl_diag_fn fn, void *arg)
 {
 	struct sockaddr_nl nl = { .nl_family = AF_NETLINK };
 	struct timeval tv = { .tv_sec = 2 };
 	struct diag_req q;
-	size_t len = build_req(&q, family, peer);
+	size_t len = build_req(&q, family, net, plen);
 	int fd, r;
 
 	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);

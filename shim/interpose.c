@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cl.h"
+#include "policy.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -124,12 +125,22 @@ static void copy_out(struct sockaddr *sa, socklen_t *len,
 	*len = got;
 }
 
-/* Close a refused connection with a reset: no TIME_WAIT on our side. */
-static void refuse(int c)
+/*
+ * Close a refused connection: by default with a reset (no TIME_WAIT on
+ * our side under a flood); or a plain close; or after a message sent
+ * without blocking, so a client that never reads cannot stall accept.
+ */
+static void refuse(int c, int how, const struct cl_settings *s)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
-	setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	if (how == CL_ACTION_RESET + 1)
+		setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	if (how == CL_ACTION_MESSAGE + 1) {
+		send(c, s->message, s->message_len,
+		     MSG_DONTWAIT | MSG_NOSIGNAL);
+		shutdown(c, SHUT_WR);
+	}
 	do_close(c);
 }
 
@@ -151,9 +162,10 @@ static int may_accept_again(int lfd)
 static int limited_accept(int lfd, struct sockaddr *sa, socklen_t *len,
 			  int flags, int four)
 {
+	const struct cl_settings *s = NULL;
 	struct sockaddr_storage ss;
 	socklen_t got;
-	int c, saved = errno, cs;
+	int c, saved = errno, cs, how;
 
 	for (;;) {
 		got = sizeof ss;
@@ -161,13 +173,14 @@ static int limited_accept(int lfd, struct sockaddr *sa, socklen_t *len,
 		if (c < 0)
 			return c;
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
-		if (!cl_track(c, lfd, (struct sockaddr *)&ss, got)) {
+		how = cl_track(c, lfd, (struct sockaddr *)&ss, got, &s);
+		if (!how) {
 			pthread_setcancelstate(cs, NULL);
 			copy_out(sa, len, &ss, got);
 			errno = saved;
 			return c;
 		}
-		refuse(c);
+		refuse(c, how, s);
 		c = may_accept_again(lfd);
 		pthread_setcancelstate(cs, NULL);
 		if (!c) {

@@ -129,17 +129,27 @@ static int transient(int err)
 	       err == ENOMEM || err == EINTR || err == EAGAIN;
 }
 
-/* One dump per socket family among the records. */
-static int ask_kernel(struct cl_zone *z, struct wants *ws)
+/* One dump per socket family among the records of client @client. */
+static int ask_kernel(struct cl_zone *z, uint32_t client, struct wants *ws)
 {
+	struct cl_client *c = cl_zone_client(z, client);
+	unsigned plen = LOAD(&c->plen);
 	int i, r, fam, done4 = 0, done6 = 0;
+	struct cl_key net;
 
 	for (i = 0; i < ws->n; i++) {
 		fam = ws->w[i].family;
 		if (fam == AF_INET ? done4 : done6)
 			continue;
 		cl_zone_count(z, CLC_KCHECKS);
-		r = cl_diag_dump(fam, ws->w[i].peer, match, ws);
+		/* The key is the client's network; a single peer would do
+		 * for /128 keys, the network covers prefixed ones too. */
+		memcpy(net.b, ws->w[i].peer, 16);
+		if (plen && plen < 128)
+			cl_key_apply_prefix128(&net, plen);
+		else
+			plen = 128;
+		r = cl_diag_dump(fam, net.b, plen, match, ws);
 		if (r < 0 && transient(-r))
 			return -2;
 		if (r < 0) {
@@ -152,9 +162,10 @@ static int ask_kernel(struct cl_zone *z, struct wants *ws)
 }
 
 /* Ask the kernel about @ws and release the records nobody holds. */
-static int kcheck_run(struct cl_zone *z, struct wants *ws, int why)
+static int kcheck_run(struct cl_zone *z, uint32_t client, struct wants *ws,
+		      int why)
 {
-	int i, released = 0, r = ask_kernel(z, ws);
+	int i, released = 0, r = ask_kernel(z, client, ws);
 
 	if (r < 0)
 		return r;
@@ -181,7 +192,7 @@ int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
 	if (!cl_kcheck_available())
 		return -1;
 	collect(z, client, -1, 0, &ws);
-	return kcheck_run(z, &ws, why);
+	return kcheck_run(z, client, &ws, why);
 }
 
 /* The same for the one record @idx of generation @gen. */
@@ -189,9 +200,12 @@ int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen, int why)
 {
 	struct want w[1];
 	struct wants ws = { .w = w, .cap = 1 };
+	uint32_t client;
 
 	if (!cl_kcheck_available())
 		return -1;
-	collect(z, LOAD(&z->conns[idx].client), (int)idx, gen, &ws);
-	return kcheck_run(z, &ws, why);
+	client = LOAD(&z->conns[idx].client);
+
+	collect(z, client, (int)idx, gen, &ws);
+	return kcheck_run(z, client, &ws, why);
 }

@@ -37,6 +37,7 @@ struct row {
 	uint32_t counted;	/* what the table counts */
 	uint32_t refused;
 	uint32_t client;	/* slot index in the zone */
+	uint32_t plen;		/* the key is a network of this prefix */
 };
 
 /* One client's records, matched against a sock_diag dump. */
@@ -223,6 +224,7 @@ static size_t collect(const struct cl_zone_hdr *h, struct row **out)
 		rows[n].open = CL_CS_COUNT(c->state);
 		rows[n].counted = rows[n].open;
 		rows[n].client = (uint32_t)i;
+		rows[n].plen = c->plen ? c->plen : 128;
 		rows[n].refused = c->refused;
 		n++;
 	}
@@ -267,10 +269,11 @@ static void verify_row(const struct cl_zone_hdr *h, struct row *r)
 
 	if (cl_key_is_v4(&r->key)) {
 		pr.family = AF_INET;
-		ok |= cl_diag_dump(AF_INET, r->key.b, probe_msg, &pr) == 0;
+		ok |= cl_diag_dump(AF_INET, r->key.b, r->plen, probe_msg,
+				   &pr) == 0;
 	}
 	pr.family = AF_INET6;
-	ok |= cl_diag_dump(AF_INET6, r->key.b, probe_msg, &pr) == 0;
+	ok |= cl_diag_dump(AF_INET6, r->key.b, r->plen, probe_msg, &pr) == 0;
 	if (ok && pr.held < r->counted)
 		r->open = pr.held;
 }

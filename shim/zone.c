@@ -153,7 +153,8 @@ static void client_reset(struct cl_client *c)
 }
 
 /* bucket_lock held.  Returns the slot now holding @k (count 0) or -1. */
-static int client_insert_locked(struct cl_bucket *b, const struct cl_key *k)
+static int client_insert_locked(struct cl_bucket *b, const struct cl_key *k,
+				unsigned plen)
 {
 	uint64_t s;
 	int i;
@@ -168,13 +169,15 @@ static int client_insert_locked(struct cl_bucket *b, const struct cl_key *k)
 			continue;	/* an idle slot was taken meanwhile */
 		key_store(&b->slot[i], k);
 		client_reset(&b->slot[i]);
+		STORE(&b->slot[i].plen, plen);
 		STORE(&b->slot[i].state,
 		      CL_CS_MAKE(CL_CS_LIVE, CL_CS_VER(busy), 0));
 		return i;
 	}
 }
 
-static int client_insert(struct cl_bucket *b, const struct cl_key *k)
+static int client_insert(struct cl_bucket *b, const struct cl_key *k,
+			 unsigned plen)
 {
 	uint64_t s;
 	int i;
@@ -183,7 +186,7 @@ static int client_insert(struct cl_bucket *b, const struct cl_key *k)
 		return -2;
 	i = client_find(b, k, &s);
 	if (i < 0)
-		i = client_insert_locked(b, k);
+		i = client_insert_locked(b, k, plen);
 	bucket_unlock(b);
 	return i;
 }
@@ -247,7 +250,7 @@ static void conn_fill(struct cl_zone *z, uint32_t idx, uint32_t gen,
 
 /* Take one unit on the client for @k; see cl_zone_admit for results. */
 static int client_admit(struct cl_zone *z, const struct cl_key *k,
-			uint32_t limit, struct cl_admit *a)
+			unsigned plen, uint32_t limit, struct cl_admit *a)
 {
 	uint32_t nb = z->hdr->nbuckets;
 	uint32_t bi = (uint32_t)(cl_key_hash(k, z->hdr->seed) % nb);
@@ -258,7 +261,7 @@ static int client_admit(struct cl_zone *z, const struct cl_key *k,
 	for (tries = 0; tries < 16; tries++) {
 		i = client_find(b, k, &s);
 		if (i < 0) {
-			i = client_insert(b, k);
+			i = client_insert(b, k, plen);
 			if (i < 0)
 				return CL_UNTRACKED;
 			continue;
@@ -271,23 +274,52 @@ static int client_admit(struct cl_zone *z, const struct cl_key *k,
 	return CL_UNTRACKED;
 }
 
-int cl_zone_admit(struct cl_zone *z, const struct cl_peer *p,
-		  uint16_t lport, uint32_t limit, struct cl_admit *a)
+/* Reserve one of @max_total connections (0: no cap); 0 if none is left. */
+static int total_take(struct cl_zone_hdr *h, uint32_t max_total)
 {
-	int r = client_admit(z, &p->key, limit, a);
-	int idx;
+	uint32_t cur = LOAD(&h->open_total);
 
-	if (r != CL_ADMIT)
+	do {
+		if (max_total && cur >= max_total)
+			return 0;
+	} while (!CAS(&h->open_total, &cur, cur + 1));
+	return 1;
+}
+
+static void total_put(struct cl_zone_hdr *h)
+{
+	__atomic_sub_fetch(&h->open_total, 1, __ATOMIC_ACQ_REL);
+}
+
+/*
+ * Admit a connection from @p to local port @lport: a unit of the total
+ * (at most @max_total, 0 = no cap), a unit of the client's count (at most
+ * @limit, 0 = no limit) and a record.  CL_REFUSE_TOTAL and CL_REFUSE say
+ * which limit was reached; CL_UNTRACKED that the table had no room.
+ */
+int cl_zone_admit(struct cl_zone *z, const struct cl_peer *p,
+		  uint16_t lport, uint32_t limit, uint32_t max_total,
+		  struct cl_admit *a)
+{
+	int r, idx;
+
+	a->open = LOAD(&z->hdr->open_total);
+	if (!total_take(z->hdr, max_total))
+		return CL_REFUSE_TOTAL;
+	r = client_admit(z, &p->key, p->plen, limit, a);
+	if (r != CL_ADMIT) {
+		total_put(z->hdr);
 		return r;
+	}
 	idx = conn_alloc(z, &a->gen);
 	if (idx < 0) {
 		__atomic_sub_fetch(&cl_zone_client(z, a->client)->state, 1,
 				   __ATOMIC_ACQ_REL);
+		total_put(z->hdr);
 		return CL_UNTRACKED;
 	}
 	a->idx = (uint32_t)idx;
 	conn_fill(z, a->idx, a->gen, a->client, p, lport);
-	ADD(&z->hdr->open_total, 1);
 	return CL_ADMIT;
 }
 

@@ -71,7 +71,7 @@ struct cl_client {
 	uint32_t log_n;		/* lines written in this window */
 	uint32_t log_dropped;	/* lines suppressed in this window */
 	uint32_t refused;	/* refusals since the key took this slot */
-	uint32_t pad;
+	uint32_t plen;		/* prefix length of key, of 128 bits */
 };
 
 struct cl_bucket {

@@ -88,10 +88,10 @@ static void *map_fd(int fd, uint64_t size)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-static int zone_default(const struct cl_conf *c, struct cl_zone *z)
+static int zone_default(uint32_t capacity, struct cl_zone *z)
 {
 	uint32_t nb;
-	uint64_t size = zone_size(c->capacity, &nb);
+	uint64_t size = zone_size(capacity, &nb);
 	void *base = NULL;
 	int fd;
 
@@ -107,7 +107,7 @@ static int zone_default(const struct cl_conf *c, struct cl_zone *z)
 		if (base == MAP_FAILED)
 			return -ENOMEM;
 	}
-	zone_format(base, size, c->capacity, nb);
+	zone_format(base, size, capacity, nb);
 	zone_bind(z, base);
 	return 0;
 }
@@ -176,11 +176,11 @@ static int zone_attach(const char *name, const char *path, struct cl_zone *z)
 }
 
 /* Format a zone under a private name, then link it into place. */
-static int zone_create(const struct cl_conf *c, const char *path)
+static int zone_create(uint32_t capacity, const char *path)
 {
 	char tmp[160];
 	uint32_t nb;
-	uint64_t size = zone_size(c->capacity, &nb);
+	uint64_t size = zone_size(capacity, &nb);
 	void *base;
 	int fd, r = 0;
 
@@ -192,7 +192,7 @@ static int zone_create(const struct cl_conf *c, const char *path)
 	base = ftruncate(fd, (off_t)size) == 0 ? map_fd(fd, size) : NULL;
 	raw_close(fd);
 	if (base) {
-		zone_format(base, size, c->capacity, nb);
+		zone_format(base, size, capacity, nb);
 		munmap(base, size);
 		if (link(tmp, path) < 0 && errno != EEXIST)
 			r = -errno;
@@ -203,29 +203,30 @@ static int zone_create(const struct cl_conf *c, const char *path)
 	return r;
 }
 
-static int zone_named(const struct cl_conf *c, struct cl_zone *z)
+static int zone_named(uint32_t capacity, const char *name, struct cl_zone *z)
 {
 	char path[128];
 	int r;
 
-	snprintf(path, sizeof path, "%s%s", ZONE_DIR, c->zone);
-	r = zone_attach(c->zone, path, z);
+	snprintf(path, sizeof path, "%s%s", ZONE_DIR, name);
+	r = zone_attach(name, path, z);
 	if (r != -ENOENT)
 		return r;
-	r = zone_create(c, path);
+	r = zone_create(capacity, path);
 	if (r < 0) {
-		zone_error(c->zone, "a creatable zone in /dev/shm",
-			   strerror(-r));
+		zone_error(name, "a creatable zone in /dev/shm", strerror(-r));
 		return r;
 	}
-	return zone_attach(c->zone, path, z);
+	return zone_attach(name, path, z);
 }
 
-int cl_zone_open(const struct cl_conf *c, struct cl_zone *z)
+int cl_zone_open(uint32_t capacity, const char *name, uint32_t max_per_ip,
+		 struct cl_zone *z)
 {
-	int r = c->zone[0] ? zone_named(c, z) : zone_default(c, z);
+	int r = name[0] ? zone_named(capacity, name, z)
+			: zone_default(capacity, z);
 
 	if (r == 0)
-		STORE(&z->hdr->max_per_ip, c->max_per_ip);
+		STORE(&z->hdr->max_per_ip, max_per_ip);
 	return r;
 }
