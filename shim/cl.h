@@ -123,6 +123,8 @@ CL_HIDDEN int cl_zone_admit(struct cl_zone *z, const struct cl_peer *p,
 CL_HIDDEN int cl_zone_release(struct cl_zone *z, uint32_t idx, uint32_t gen,
 			      int why);
 CL_HIDDEN void cl_zone_count(struct cl_zone *z, int which);
+CL_HIDDEN void cl_client_put(struct cl_client *c, uint32_t n);
+CL_HIDDEN void cl_total_put(struct cl_zone_hdr *h, uint32_t n);
 CL_HIDDEN int cl_zone_open(uint32_t capacity, const char *name,
 			   uint32_t max_per_ip, struct cl_zone *z);
 

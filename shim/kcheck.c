@@ -20,6 +20,7 @@
 /* Records checked per call: bounded work, and bounded stack for a close
  * called from a signal handler on a small alternate stack. */
 #define MAX_WANT 64
+#define RECONCILE_MS 1000
 
 struct want {
 	uint32_t idx, gen;
@@ -161,6 +162,40 @@ static int ask_kernel(struct cl_zone *z, uint32_t client, struct wants *ws)
 	return 0;
 }
 
+/*
+ * A count higher than the client's live records, seen twice at least
+ * RECONCILE_MS apart: a process died inside an admission, after taking
+ * the client's unit and before its record went live.  No record can
+ * ever release that unit, so give it back here.  (A live admission is in
+ * that window for a microsecond; the same excess twice a second apart
+ * is a leak.)  Only when the check saw every record of the client.
+ */
+static void reconcile(struct cl_zone *z, uint32_t client, uint32_t live)
+{
+	struct cl_client *c = cl_zone_client(z, client);
+	uint32_t count = CL_CS_COUNT(LOAD(&c->state)), now = cl_now_ms() | 1;
+	uint32_t since = LOAD(&c->excess_ms), prev = LOAD(&c->excess), n;
+	struct cl_line l;
+
+	n = count > live ? count - live : 0;
+	if (!n || !since || !prev) {
+		STORE(&c->excess, n);
+		STORE(&c->excess_ms, n ? now : 0);
+		return;
+	}
+	if (now - since < RECONCILE_MS)
+		return;
+	n = n < prev ? n : prev;
+	cl_client_put(c, n);
+	cl_total_put(z->hdr, n);	/* taken in the same admission */
+	STORE(&c->excess_ms, 0);
+	STORE(&c->excess, 0);
+	cl_line_start(&l, "warn event=count-repaired");
+	cl_line_key(&l, "client", (const struct cl_key *)(const void *)c->key);
+	cl_line_ku(&l, "units", n);
+	cl_line_emit(&l, CL_LOG_WARN);
+}
+
 /* Ask the kernel about @ws and release the records nobody holds. */
 static int kcheck_run(struct cl_zone *z, uint32_t client, struct wants *ws,
 		      int why)
@@ -191,8 +226,13 @@ int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
 
 	if (!cl_kcheck_available())
 		return -1;
+	int r;
+
 	collect(z, client, -1, 0, &ws);
-	return kcheck_run(z, client, &ws, why);
+	r = kcheck_run(z, client, &ws, why);
+	if (r >= 0 && ws.n < MAX_WANT)
+		reconcile(z, client, (uint32_t)(ws.n - r));
+	return r;
 }
 
 /* The same for the one record @idx of generation @gen. */

@@ -145,6 +145,8 @@ static int slot_pick(struct cl_bucket *b, uint64_t *state)
 
 static void client_reset(struct cl_client *c)
 {
+	STORE(&c->excess_ms, 0);
+	STORE(&c->excess, 0);
 	STORE(&c->verify_ms, 0);
 	STORE(&c->log_sec, 0);
 	STORE(&c->log_n, 0);
@@ -274,6 +276,17 @@ static int client_admit(struct cl_zone *z, const struct cl_key *k,
 	return CL_UNTRACKED;
 }
 
+/* Give back @n units of the client's count, never below zero. */
+void cl_client_put(struct cl_client *c, uint32_t n)
+{
+	uint64_t s = LOAD(&c->state);
+
+	do {
+		if (CL_CS_COUNT(s) < n)
+			n = CL_CS_COUNT(s);
+	} while (n && !CAS(&c->state, &s, s - n));
+}
+
 /* Reserve one of @max_total connections (0: no cap); 0 if none is left. */
 static int total_take(struct cl_zone_hdr *h, uint32_t max_total)
 {
@@ -286,9 +299,15 @@ static int total_take(struct cl_zone_hdr *h, uint32_t max_total)
 	return 1;
 }
 
-static void total_put(struct cl_zone_hdr *h)
+/* Give back @n units of the total, never below zero. */
+void cl_total_put(struct cl_zone_hdr *h, uint32_t n)
 {
-	__atomic_sub_fetch(&h->open_total, 1, __ATOMIC_ACQ_REL);
+	uint32_t cur = LOAD(&h->open_total);
+
+	do {
+		if (cur < n)
+			n = cur;
+	} while (n && !CAS(&h->open_total, &cur, cur - n));
 }
 
 /*
@@ -308,14 +327,13 @@ int cl_zone_admit(struct cl_zone *z, const struct cl_peer *p,
 		return CL_REFUSE_TOTAL;
 	r = client_admit(z, &p->key, p->plen, limit, a);
 	if (r != CL_ADMIT) {
-		total_put(z->hdr);
+		cl_total_put(z->hdr, 1);
 		return r;
 	}
 	idx = conn_alloc(z, &a->gen);
 	if (idx < 0) {
-		__atomic_sub_fetch(&cl_zone_client(z, a->client)->state, 1,
-				   __ATOMIC_ACQ_REL);
-		total_put(z->hdr);
+		cl_client_put(cl_zone_client(z, a->client), 1);
+		cl_total_put(z->hdr, 1);
 		return CL_UNTRACKED;
 	}
 	a->idx = (uint32_t)idx;
@@ -340,9 +358,8 @@ int cl_zone_release(struct cl_zone *z, uint32_t idx, uint32_t gen, int why)
 	s = CL_RS_MAKE(gen, CL_RS_LIVE);
 	if (!CAS(&c->state, &s, CL_RS_MAKE(gen + 1, CL_RS_FREE)))
 		return 0;
-	__atomic_sub_fetch(&cl_zone_client(z, client)->state, 1,
-			   __ATOMIC_ACQ_REL);
-	__atomic_sub_fetch(&z->hdr->open_total, 1, __ATOMIC_ACQ_REL);
+	cl_client_put(cl_zone_client(z, client), 1);
+	cl_total_put(z->hdr, 1);
 	cl_zone_count(z, why);
 	hint_lower(z->hdr, idx);
 	return 1;

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define CL_ZONE_MAGIC 0x5a4c4e43u	/* "CNLZ" little-endian */
-#define CL_ZONE_VERSION 1u
+#define CL_ZONE_VERSION 2u
 #define CL_SLOTS 8			/* clients per bucket */
 #define CL_GEN_MASK 0x3fffffffu		/* 30-bit record generation */
 
@@ -72,6 +72,9 @@ struct cl_client {
 	uint32_t log_dropped;	/* lines suppressed in this window */
 	uint32_t refused;	/* refusals since the key took this slot */
 	uint32_t plen;		/* prefix length of key, of 128 bits */
+	uint32_t excess_ms;	/* when count > live records was first seen */
+	uint32_t excess;	/* by how much */
+	uint8_t pad[8];
 };
 
 struct cl_bucket {
@@ -102,8 +105,8 @@ struct cl_conn {
 };
 
 _Static_assert(sizeof(struct cl_zone_hdr) == 256, "header layout");
-_Static_assert(sizeof(struct cl_client) == 48, "client layout");
-_Static_assert(sizeof(struct cl_bucket) == 8 + 8 * 48, "bucket layout");
+_Static_assert(sizeof(struct cl_client) == 64, "client layout");
+_Static_assert(sizeof(struct cl_bucket) == 8 + 8 * 64, "bucket layout");
 _Static_assert(sizeof(struct cl_conn) == 48, "conn layout");
 
 /* A mapped zone as this process sees it. */
