@@ -488,7 +488,7 @@ closes_are() {
 	limited_server srv 5 -m thread
 	pid=$(pid_of srv)
 	run -0 "$BIN/tstress" -S 127.0.0.2-127.0.0.21 -p "$PORT" -n 6000 \
-		-c 140 -w 20 -T 10
+		-c 140 -w 20 -T 60
 	assert_output_has '^done ok=[0-9]+ refused=[1-9][0-9]* errors=0$'
 	wait_for 5 all_closed srv
 	wait_for 5 no_open_counts "$pid" ||
@@ -499,9 +499,9 @@ closes_are() {
 }
 
 @test "closing descriptors from a signal handler does not deadlock" {
-	start_server sig preload_env "$BIN/tsigclose" -n 2000 -T 20
+	start_server sig preload_env "$BIN/tsigclose" -n 2000 -T 90
 	run -0 "$BIN/tstress" -S 127.0.0.2-127.0.0.5 -p "$PORT" -n 2000 \
-		-c 8 -T 25
+		-c 8 -T 90
 	assert_output_has '^done ok=2000 refused=0 errors=0$'
 	wait_exit sig 25
 	assert_equal "$EXIT_STATUS" 0
