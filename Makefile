@@ -41,13 +41,15 @@ HELPERS = $(patsubst tests/helpers/%.c,tests/bin/%,\
 # Fragments append their own steps to these.
 INSTALL_EXTRA =
 UNINSTALL_EXTRA =
+CLEAN_EXTRA =
+
+all: $(LIB) connlimit-status
 
 # Fragments owned by the parts they build: benchmarks, fuzzing, tools.
+# Included after `all` so that a bare `make` still builds the library.
 -include bench/bench.mk
 -include tests/fuzz/fuzz.mk
 -include scripts/scripts.mk
-
-all: $(LIB) connlimit-status
 
 $(LIB): $(LIB_SRC) $(LIB_HDR)
 	$(CC) $(BASE) -fPIC -shared -fvisibility=hidden $(SAN) $(CFLAGS) \
@@ -73,5 +75,5 @@ install: all $(INSTALL_EXTRA)
 uninstall: $(UNINSTALL_EXTRA)
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIB) $(DESTDIR)$(BINDIR)/connlimit-status
 
-clean:
+clean: $(CLEAN_EXTRA)
 	rm -f $(LIB) connlimit-status $(HELPERS)

@@ -176,11 +176,7 @@ static int env_layer_load(struct cl_settings *s)
 	}
 	if (secure_mode() && s->log_to == CL_LOGTO_FILE)
 		s->log_to = CL_LOGTO_STDERR;
-	if (cl_settings_check(s, &e) < 0) {
-		perr_log(NULL, NULL, NULL, &e, CL_THEN_PASS);
-		return -1;
-	}
-	return 0;
+	return 0;	/* checked once merged with the file: layered() */
 }
 
 static void sig_of(const struct stat *st, struct file_sig *g)
@@ -449,6 +445,8 @@ const struct cl_settings *cl_config_init(void)
 
 		if (eff)
 			publish(eff);
+		else
+			perr_log(NULL, NULL, NULL, &e, CL_THEN_PASS);
 		ok = eff != NULL;
 	}
 	if (!ok && strict_wanted())
