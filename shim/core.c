@@ -400,6 +400,9 @@ int cl_track(int c, int lfd, const struct sockaddr *sa, socklen_t len,
 	lport = listener_port(lfd);
 	if (!cl_ports_match(&(*s)->ports, lport))
 		return 0;
+	/* For connlimit-status: the limit of the last process to accept. */
+	if (LOAD(&cl.zone->hdr->max_per_ip) != (*s)->max_per_ip)
+		STORE(&cl.zone->hdr->max_per_ip, (*s)->max_per_ip);
 	sweep(cl.zone);
 	r = admit(*s, &p, lport, &a);
 	if (r == CL_REFUSE || r == CL_REFUSE_TOTAL)
