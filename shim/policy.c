@@ -203,7 +203,8 @@ static int parse_v4(struct sl s, uint8_t out[4])
 		for (v = 0; i < s.n && i - start < 3 && s.p[i] >= '0' &&
 		     s.p[i] <= '9'; i++)
 			v = v * 10 + (unsigned)(s.p[i] - '0');
-		if (i == start || v > 255 || (s.p[start] == '0' && i - start > 1))
+		if (i == start || v > 255 ||
+		    (s.p[start] == '0' && i - start > 1))
 			return -1;
 		out[part] = (uint8_t)v;
 	}
