@@ -71,6 +71,7 @@ CL_HIDDEN void cl_line_kq(struct cl_line *l, const char *k, const char *v);
 CL_HIDDEN void cl_line_ku(struct cl_line *l, const char *k, uint64_t v);
 CL_HIDDEN void cl_line_key(struct cl_line *l, const char *k,
 			   const struct cl_key *key);
+CL_HIDDEN void cl_line_client(struct cl_line *l, const struct cl_peer *p);
 CL_HIDDEN void cl_line_emit(struct cl_line *l, int level);
 CL_HIDDEN void cl_log_init(int level);
 CL_HIDDEN void cl_log_set_level(int level);

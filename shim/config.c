@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
@@ -28,9 +29,13 @@
 
 #define POLL_EVERY_MS 1000
 #define FILE_MAX (4u << 20)	/* a larger config file is an error */
-#define RETIRED 8		/* old settings kept for readers in flight */
+/* Old settings kept for readers in flight.  Polls come at most once a
+ * second, so at most 10 reloads fall within RETIRE_AFTER_MS: 16 slots
+ * are never all young, and nothing is ever leaked. */
+#define RETIRED 16
 #define RETIRE_AFTER_MS 10000
 #define CL_THEN_PASS "passing all connections through"
+#define FILE_EMPTY "empty (caught half-written?)"
 
 static const char *const env_names[] = {
 	"CONNLIMIT_MAX_PER_IP", "CONNLIMIT_EXEMPT", "CONNLIMIT_LIMITS",
@@ -212,6 +217,7 @@ static ssize_t file_read(char **text, struct file_sig *sig,
 	int fd = open(file_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 
 	*why = NULL;
+	memset(sig, 0, sizeof *sig);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		*why = fd < 0 && errno == ENOENT ? "missing" : "unreadable";
 		if (fd >= 0)
@@ -222,7 +228,7 @@ static ssize_t file_read(char **text, struct file_sig *sig,
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > FILE_MAX)
 		*why = "not a regular file of at most 4 MiB";
 	else if (st.st_size == 0)
-		*why = "empty (caught half-written?)";
+		*why = FILE_EMPTY;
 	buf = *why ? MAP_FAILED
 		   : mmap(NULL, (size_t)st.st_size + 1, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -299,21 +305,38 @@ static void apply_logging(const struct cl_settings *s)
 }
 
 /* Capacity and zone are fixed once the table exists. */
+/*
+ * Capacity and zone size and name the table; the prefixes are part of
+ * every client's key, so a new prefix would start every count at zero.
+ * All four are fixed once the library has started.
+ */
 static void keep_startup_only(struct cl_settings *next,
 			      const struct cl_settings *cur)
 {
 	struct cl_line l;
 
 	if (next->capacity == cur->capacity &&
-	    !strcmp(next->zone, cur->zone))
+	    !strcmp(next->zone, cur->zone) &&
+	    next->ipv4_prefix == cur->ipv4_prefix &&
+	    next->ipv6_prefix == cur->ipv6_prefix)
 		return;
 	cl_line_start(&l, "warn event=reload-ignored");
 	cl_line_kv(&l, "file", file_path);
-	cl_line_kq(&l, "reason", "capacity and zone take effect only at "
-		   "start-up");
+	cl_line_kq(&l, "reason", "capacity, zone, ipv4_prefix and "
+		   "ipv6_prefix take effect only at start-up");
 	cl_line_emit(&l, CL_LOG_WARN);
 	next->capacity = cur->capacity;
 	strcpy(next->zone, cur->zone);
+	next->ipv4_prefix = cur->ipv4_prefix;
+	next->ipv6_prefix = cur->ipv6_prefix;
+}
+
+/* Same settings as @b?  Compares what was parsed; the trie follows. */
+static int settings_same(const struct cl_settings *a,
+			 const struct cl_settings *b)
+{
+	return !memcmp(a, b, offsetof(struct cl_settings, cidr)) &&
+	       !memcmp(a->cidr, b->cidr, a->ncidr * sizeof *a->cidr);
 }
 
 static void publish(struct cl_settings *next)
@@ -322,6 +345,10 @@ static void publish(struct cl_settings *next)
 
 	if (old)
 		keep_startup_only(next, old);
+	if (old && settings_same(next, old)) {
+		settings_free(next);	/* touched, not changed */
+		return;
+	}
 	apply_logging(next);
 	STORE(&current, next);
 	if (old)
@@ -337,6 +364,10 @@ static int file_load(void)
 	char *text = NULL;
 	ssize_t len = file_read(&text, &sig, &why);
 
+	/* At start-up there is nothing to keep: an empty file is a file
+	 * without settings, and the environment's apply. */
+	if (len < 0 && !LOAD(&current) && !strcmp(why, FILE_EMPTY))
+		len = 0;
 	if (len < 0) {
 		if (file_state == 0 || strcmp(why, "missing"))
 			file_log(CL_LOG_ERROR, "error event=config-unusable",
@@ -347,8 +378,9 @@ static int file_load(void)
 		return -1;
 	}
 	file_seen = sig;
-	next = file_parse(text, (size_t)len);
-	munmap(text, (size_t)len + 1);
+	next = file_parse(text ? text : "", (size_t)len);
+	if (text)
+		munmap(text, (size_t)len + 1);
 	if (!next) {
 		file_state = 1;
 		return -1;
@@ -437,8 +469,17 @@ const struct cl_settings *cl_config_init(void)
 	ok = env_layer_load(env_layer) == 0;
 	if (ok)
 		apply_logging(env_layer);
-	if (ok && path && path[0]) {
-		strncat(file_path, path, sizeof file_path - 1);
+	if (ok && path && strlen(path) >= sizeof file_path) {
+		struct cl_line l;
+
+		cl_line_start(&l, "error");
+		cl_line_kv(&l, "setting", "CONNLIMIT_CONFIG");
+		cl_line_kq(&l, "expected", "a path shorter than 1024 bytes");
+		cl_line_str(&l, "; " CL_THEN_PASS);
+		cl_line_emit(&l, CL_LOG_ERROR);
+		ok = 0;
+	} else if (ok && path && path[0]) {
+		strcpy(file_path, path);
 		ok = file_load() == 0;
 	} else if (ok) {
 		struct cl_settings *eff = layered(NULL, &e);

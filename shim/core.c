@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -19,8 +20,9 @@
 
 #define KCHECK_EVERY_MS 10	/* per client, before refusing it */
 #define SWEEP_EVERY_MS 1000	/* per zone, a few clients from accept */
-#define SWEEP_CLIENTS 4
-#define SWEEP_SLOTS 4096
+#define SWEEP_CLIENTS 8
+#define SWEEP_SLOTS 16384	/* a few hundred microseconds of loads */
+#define CHECK_WAIT_SPINS 2000	/* sched_yield()s, a few milliseconds */
 #define CL_LOG_WINDOW_S 10	/* refusal lines: per client per window */
 #define CL_LOG_BURST 5
 #define CL_LOG_PER_S 20
@@ -232,7 +234,7 @@ static void log_refusal(struct cl_client *cc, const struct cl_peer *p,
 		STORE(&cc->log_n, 0);
 		if (dropped) {
 			cl_line_start(&l, "reject-suppressed");
-			cl_line_key(&l, "client", &p->key);
+			cl_line_client(&l, p);
 			cl_line_ku(&l, "count", dropped);
 			cl_line_ku(&l, "interval_s", CL_LOG_WINDOW_S);
 			cl_line_emit(&l, CL_LOG_WARN);
@@ -243,7 +245,7 @@ static void log_refusal(struct cl_client *cc, const struct cl_peer *p,
 		return;
 	}
 	cl_line_start(&l, "reject");
-	cl_line_key(&l, "client", &p->key);
+	cl_line_client(&l, p);
 	cl_line_ku(&l, "limit", limit);
 	cl_line_ku(&l, "open", a->open);
 	cl_line_ku(&l, "port", lport);
@@ -278,15 +280,33 @@ static void sweep(struct cl_zone *z)
 	STORE(&h->sweep_next, i);
 }
 
-/* Refused: first drop records of sockets the kernel no longer has. */
-static int recheck(struct cl_zone *z, const struct cl_admit *a)
+/* Another process is checking this client: let it finish, bounded. */
+static void wait_check(struct cl_client *cc)
+{
+	int i;
+
+	for (i = 0; i < CHECK_WAIT_SPINS && LOAD(&cc->checking); i++)
+		sched_yield();
+}
+
+/*
+ * Refused: first drop records of sockets the kernel no longer has, at
+ * most every KCHECK_EVERY_MS per client.  When another caller checked
+ * just now, or is checking, wait for that check instead.  Either way
+ * the caller then tries to admit again: the count may have dropped.
+ */
+static void recheck(struct cl_zone *z, const struct cl_admit *a)
 {
 	struct cl_client *cc = cl_zone_client(z, a->client);
 	uint32_t now = cl_now_ms(), last = LOAD(&cc->verify_ms);
 
-	if (now - last < KCHECK_EVERY_MS || !CAS(&cc->verify_ms, &last, now))
-		return 0;
-	return cl_kcheck_client(z, a->client, CLC_REL_KERNEL) > 0;
+	if (now - last < KCHECK_EVERY_MS || !CAS(&cc->verify_ms, &last, now)) {
+		wait_check(cc);
+		return;
+	}
+	STORE(&cc->checking, (uint32_t)cl.pid);
+	cl_kcheck_client(z, a->client, CLC_REL_KERNEL);
+	STORE(&cc->checking, 0);
 }
 
 static void log_over_total(const struct cl_peer *p, const struct cl_admit *a,
@@ -297,7 +317,7 @@ static void log_over_total(const struct cl_peer *p, const struct cl_admit *a,
 	if (!log_budget())
 		return;
 	cl_line_start(&l, "reject");
-	cl_line_key(&l, "client", &p->key);
+	cl_line_client(&l, p);
 	cl_line_kv(&l, "reason", "max_total");
 	cl_line_ku(&l, "limit", max_total);
 	cl_line_ku(&l, "open", a->open);
@@ -314,7 +334,7 @@ static void log_monitor(const struct cl_peer *p, uint32_t limit,
 	if (!log_budget())
 		return;
 	cl_line_start(&l, "monitor would-reject");
-	cl_line_key(&l, "client", &p->key);
+	cl_line_client(&l, p);
 	cl_line_ku(&l, "limit", limit);
 	cl_line_ku(&l, "open", open);
 	cl_line_ku(&l, "port", lport);
@@ -355,12 +375,18 @@ static int admit(const struct cl_settings *s, const struct cl_peer *p,
 					  &exempt);
 	struct cl_peer k = *p;
 
-	cl_key_apply_prefix(&k.key, s->ipv4_prefix, s->ipv6_prefix);
-	k.plen = (uint8_t)(cl_key_is_v4(&k.key) ? 96 + s->ipv4_prefix
-						: s->ipv6_prefix);
+	/* An exempt host counts under its own address, not its subnet's:
+	 * a health checker must not use up its neighbours' budget. */
+	if (!exempt) {
+		cl_key_apply_prefix(&k.key, s->ipv4_prefix, s->ipv6_prefix);
+		k.plen = (uint8_t)(cl_key_is_v4(&k.key) ? 96 + s->ipv4_prefix
+							: s->ipv6_prefix);
+	}
 	r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
-	if (r == CL_REFUSE && recheck(z, a))
+	if (r == CL_REFUSE) {
+		recheck(z, a);
 		r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
+	}
 	if (s->mode == CL_MODE_MONITOR &&
 	    (r == CL_REFUSE || r == CL_REFUSE_TOTAL)) {
 		cl_zone_count(z, CLC_MONITOR);

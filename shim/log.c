@@ -28,7 +28,7 @@ static ino_t err_ino;
  */
 static struct {
 	int kind;		/* CL_DEST_* */
-	char path[256];
+	char path[1024];	/* CL_LOG_PATH_MAX */
 } dests[2];
 static int dest_cur;
 
@@ -148,6 +148,18 @@ void cl_line_key(struct cl_line *l, const char *k, const struct cl_key *key)
 
 	cl_key_format(key, buf, sizeof buf);
 	cl_line_kv(l, k, buf);
+}
+
+/* client=ADDR, or client=NET/N when clients are counted per subnet. */
+void cl_line_client(struct cl_line *l, const struct cl_peer *p)
+{
+	unsigned n = cl_key_is_v4(&p->key) ? p->plen - 96u : p->plen;
+
+	cl_line_key(l, "client", &p->key);
+	if (p->plen && p->plen < 128) {
+		cl_line_str(l, "/");
+		line_u64(l, n);
+	}
 }
 
 static int stderr_is_ours(void)

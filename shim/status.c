@@ -197,6 +197,16 @@ static void check_zone(const struct cl_zone_hdr *h, size_t size,
 		die(1, "zone is truncated", what);
 }
 
+/* The client's address, with /N when clients are counted per subnet. */
+static void client_name(const struct row *r, char *buf, size_t n)
+{
+	size_t len = cl_key_format(&r->key, buf, n);
+	unsigned bits = cl_key_is_v4(&r->key) ? r->plen - 96 : r->plen;
+
+	if (r->plen < 128)
+		snprintf(buf + len, n - len, "/%u", bits);
+}
+
 static int by_open(const void *a, const void *b)
 {
 	const struct row *x = a, *y = b;
@@ -296,7 +306,7 @@ static void put_escaped(const char *s, int json)
 static void print_text(const struct cl_zone_hdr *h, const char *zone,
 		       const struct row *r, size_t n, size_t total)
 {
-	char a[48];
+	char a[56];
 	size_t i;
 
 	printf("zone=%s capacity=%u max_per_ip=%u counted=%u clients=%zu\n",
@@ -306,7 +316,7 @@ static void print_text(const struct cl_zone_hdr *h, const char *zone,
 		printf(" %s=%" PRIu64, counter_names[i], h->counter[i]);
 	printf("\n");
 	for (i = 0; i < n; i++) {
-		cl_key_format(&r[i].key, a, sizeof a);
+		client_name(&r[i], a, sizeof a);
 		printf("client=%s open=%u counted=%u refused=%u\n", a,
 		       r[i].open, r[i].counted, r[i].refused);
 	}
@@ -315,7 +325,7 @@ static void print_text(const struct cl_zone_hdr *h, const char *zone,
 static void print_json(const struct cl_zone_hdr *h, const char *zone,
 		       const struct row *r, size_t n, size_t total)
 {
-	char a[48];
+	char a[56];
 	size_t i;
 
 	printf("{\"zone\":\"");
@@ -328,7 +338,7 @@ static void print_json(const struct cl_zone_hdr *h, const char *zone,
 		       h->counter[i]);
 	printf("},\"clients\":[");
 	for (i = 0; i < n; i++) {
-		cl_key_format(&r[i].key, a, sizeof a);
+		client_name(&r[i], a, sizeof a);
 		printf("%s{\"client\":\"%s\",\"open\":%u,\"counted\":%u,"
 		       "\"refused\":%u}", i ? "," : "", a, r[i].open,
 		       r[i].counted, r[i].refused);
@@ -358,7 +368,7 @@ static void prom_sample(const char *name, const char *zone,
 static void print_prom(const struct cl_zone_hdr *h, const char *zone,
 		       const struct row *r, size_t n, size_t total)
 {
-	char a[48];
+	char a[56];
 	size_t i;
 
 	prom_head("connlimit_max_per_ip", "gauge",
@@ -383,14 +393,14 @@ static void print_prom(const struct cl_zone_hdr *h, const char *zone,
 	prom_head("connlimit_client_open", "gauge",
 		  "Open connections of one client (the clients with most).");
 	for (i = 0; i < n; i++) {
-		cl_key_format(&r[i].key, a, sizeof a);
+		client_name(&r[i], a, sizeof a);
 		prom_sample("connlimit_client_open", zone, "client", a,
 			    r[i].open);
 	}
 	prom_head("connlimit_client_refused_total", "counter",
 		  "Refusals of one client since it took its table slot.");
 	for (i = 0; i < n; i++) {
-		cl_key_format(&r[i].key, a, sizeof a);
+		client_name(&r[i], a, sizeof a);
 		prom_sample("connlimit_client_refused_total", zone, "client", a,
 			    r[i].refused);
 	}
@@ -478,5 +488,7 @@ int main(int argc, char **argv)
 		print_prom(buf, zone, rows, n, total);
 	else
 		print_text(buf, zone, rows, n, total);
+	free(rows);
+	free(buf);
 	return 0;
 }

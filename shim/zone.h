@@ -74,7 +74,8 @@ struct cl_client {
 	uint32_t plen;		/* prefix length of key, of 128 bits */
 	uint32_t excess_ms;	/* when count > live records was first seen */
 	uint32_t excess;	/* by how much */
-	uint8_t pad[8];
+	uint32_t checking;	/* pid making a kernel check of it, or 0 */
+	uint32_t pad;
 };
 
 struct cl_bucket {

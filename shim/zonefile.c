@@ -168,7 +168,8 @@ static int zone_attach(const char *name, const char *path, struct cl_zone *z)
 	why = zone_check(base, (uint64_t)st.st_size);
 	if (why) {
 		munmap(base, (size_t)st.st_size);
-		zone_error(name, "a zone of layout version 1", why);
+		zone_error(name, "a zone of this library's layout version",
+			   why);
 		return -EPROTO;
 	}
 	zone_bind(z, base);
