@@ -398,6 +398,28 @@ static int admit(const struct cl_settings *s, const struct cl_peer *p,
 }
 
 /*
+ * For connlimit-status: the settings of the last process to accept, when
+ * they differ from what the header shows (a reload, another process).
+ */
+static void publish_settings(struct cl_zone_hdr *h,
+			     const struct cl_settings *s)
+{
+	static const struct cl_settings *shown;
+
+	if (LOAD(&shown) == s && LOAD(&h->max_per_ip) == s->max_per_ip)
+		return;
+	STORE(&h->max_per_ip, s->max_per_ip);
+	STORE(&h->max_total, s->max_total);
+	STORE(&h->monitor, (uint8_t)(s->mode == CL_MODE_MONITOR));
+	STORE(&h->action, s->action);
+	STORE(&h->ipv4_prefix, s->ipv4_prefix);
+	STORE(&h->ipv6_prefix, s->ipv6_prefix);
+	STORE(&h->networks, s->ncidr);
+	ADD(&h->settings_gen, 1);
+	STORE(&shown, s);
+}
+
+/*
  * Account for descriptor @c, just returned by accept on @lfd with peer
  * @sa.  Returns 0 to hand it to the program, or the action to refuse it
  * with (CL_ACTION_* + 1); *@s is set to the settings that decided.
@@ -426,9 +448,7 @@ int cl_track(int c, int lfd, const struct sockaddr *sa, socklen_t len,
 	lport = listener_port(lfd);
 	if (!cl_ports_match(&(*s)->ports, lport))
 		return 0;
-	/* For connlimit-status: the limit of the last process to accept. */
-	if (LOAD(&cl.zone->hdr->max_per_ip) != (*s)->max_per_ip)
-		STORE(&cl.zone->hdr->max_per_ip, (*s)->max_per_ip);
+	publish_settings(cl.zone->hdr, *s);
 	sweep(cl.zone);
 	r = admit(*s, &p, lport, &a);
 	if (r == CL_REFUSE || r == CL_REFUSE_TOTAL)

@@ -303,6 +303,11 @@ static void put_escaped(const char *s, int json)
 	}
 }
 
+static const char *action_name(unsigned a)
+{
+	return a == 1 ? "close" : a == 2 ? "message" : "reset";
+}
+
 static void print_text(const struct cl_zone_hdr *h, const char *zone,
 		       const struct row *r, size_t n, size_t total)
 {
@@ -311,6 +316,11 @@ static void print_text(const struct cl_zone_hdr *h, const char *zone,
 
 	printf("zone=%s capacity=%u max_per_ip=%u counted=%u clients=%zu\n",
 	       zone, h->nconns, h->max_per_ip, h->open_total, total);
+	printf("settings mode=%s max_total=%u action=%s ipv4_prefix=%u "
+	       "ipv6_prefix=%u networks=%u generation=%u\n",
+	       h->monitor ? "monitor" : "enforce", h->max_total,
+	       action_name(h->action), h->ipv4_prefix, h->ipv6_prefix,
+	       h->networks, h->settings_gen);
 	printf("counters");
 	for (i = 0; i < sizeof counter_names / sizeof *counter_names; i++)
 		printf(" %s=%" PRIu64, counter_names[i], h->counter[i]);
@@ -331,8 +341,14 @@ static void print_json(const struct cl_zone_hdr *h, const char *zone,
 	printf("{\"zone\":\"");
 	put_escaped(zone, 1);
 	printf("\",\"capacity\":%u,\"max_per_ip\":%u,\"open\":%u,"
-	       "\"client_count\":%zu,\"counters\":{", h->nconns,
-	       h->max_per_ip, h->open_total, total);
+	       "\"client_count\":%zu,", h->nconns, h->max_per_ip,
+	       h->open_total, total);
+	printf("\"settings\":{\"mode\":\"%s\",\"max_total\":%u,"
+	       "\"action\":\"%s\",\"ipv4_prefix\":%u,\"ipv6_prefix\":%u,"
+	       "\"networks\":%u,\"generation\":%u},\"counters\":{",
+	       h->monitor ? "monitor" : "enforce", h->max_total,
+	       action_name(h->action), h->ipv4_prefix, h->ipv6_prefix,
+	       h->networks, h->settings_gen);
 	for (i = 0; i < sizeof counter_names / sizeof *counter_names; i++)
 		printf("%s\"%s\":%" PRIu64, i ? "," : "", counter_names[i],
 		       h->counter[i]);

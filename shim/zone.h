@@ -50,7 +50,15 @@ struct cl_zone_hdr {
 	uint64_t counter[CLC_COUNT];
 	uint32_t sweep_ms;	/* last background kernel check */
 	uint32_t sweep_next;	/* client slot where the next one starts */
-	uint8_t reserved[48];
+	/* The settings of the process that accepted last, for status. */
+	uint32_t max_total;
+	uint8_t monitor;	/* 1 in monitor mode */
+	uint8_t action;		/* 0 reset, 1 close, 2 message */
+	uint8_t ipv4_prefix;
+	uint8_t ipv6_prefix;
+	uint32_t networks;	/* exempt and limit networks */
+	uint32_t settings_gen;	/* bumped when another settings applies */
+	uint8_t reserved[32];
 };
 
 /* Client state word: kind (2 bits) | version (30 bits) | count (32 bits). */
