@@ -58,6 +58,7 @@ static char file_path[1024];		/* "" when there is no file */
 static struct file_sig file_seen;	/* last version read (good or not) */
 static int file_state;			/* 0 good, 1 bad, 2 missing */
 static uint32_t poll_ms;
+static int started;			/* the table exists */
 static int polling;			/* one thread polls at a time */
 static struct {
 	struct cl_settings *s;
@@ -343,8 +344,10 @@ static void publish(struct cl_settings *next)
 {
 	struct cl_settings *old = LOAD(&current);
 
-	if (old)
-		keep_startup_only(next, old);
+	/* A file bad at start-up and fixed later: the table was made from
+	 * the environment's settings. */
+	if (old || started)
+		keep_startup_only(next, old ? old : env_layer);
 	if (old && settings_same(next, old)) {
 		settings_free(next);	/* touched, not changed */
 		return;
@@ -423,6 +426,27 @@ void cl_config_poll(void)
 }
 
 /*
+ * The program may change directory later: a relative path is made
+ * absolute now, without resolving symlinks (a ConfigMap swap replaces
+ * the target of a link, and the link is what must be polled).
+ */
+static void absolute_path(const char *path)
+{
+	size_t n;
+
+	file_path[0] = '\0';
+	if (path[0] != '/' && getcwd(file_path, sizeof file_path)) {
+		n = strlen(file_path);
+		if (n + 1 + strlen(path) >= sizeof file_path)
+			n = 0;	/* too long: poll it as given */
+		else if (n && file_path[n - 1] != '/')
+			file_path[n++] = '/';
+		file_path[n] = '\0';
+	}
+	strncat(file_path, path, sizeof file_path - 1 - strlen(file_path));
+}
+
+/*
  * strict = 1 from the environment, read directly: the environment may be
  * the very thing that failed to parse.  strict in a file counts only when
  * that file parsed.
@@ -443,6 +467,12 @@ static void strict_exit(void)
 		   "exiting with status 1 instead of running unprotected");
 	cl_line_emit(&l, CL_LOG_ERROR);
 	_exit(1);
+}
+
+/* The table is made: from now on its shaping settings are fixed. */
+void cl_config_started(void)
+{
+	started = 1;
 }
 
 /* The settings that size the table: in force, else the environment's. */
@@ -479,7 +509,7 @@ const struct cl_settings *cl_config_init(void)
 		cl_line_emit(&l, CL_LOG_ERROR);
 		ok = 0;
 	} else if (ok && path && path[0]) {
-		strcpy(file_path, path);
+		absolute_path(path);
 		ok = file_load() == 0;
 	} else if (ok) {
 		struct cl_settings *eff = layered(NULL, &e);

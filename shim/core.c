@@ -81,6 +81,7 @@ static void init_once(void)
 	if (s && cl_zone_open(s->capacity, s->zone, s->max_per_ip,
 			      &zone) == 0)
 		cl.zone = &zone;
+	cl_config_started();
 	pthread_atfork(NULL, fork_parent, fork_child);
 	if (cl.zone && cl_rules())
 		log_start(cl_rules());
