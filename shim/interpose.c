@@ -113,6 +113,71 @@ static int do_fcntl(fcntl_fn fn, int fd, int cmd, void *arg)
 	return fn ? fn(fd, cmd, arg) : (int)syscall(SYS_fcntl, fd, cmd, arg);
 }
 
+/* ---- vfork ---- */
+
+/*
+ * A vfork child runs on its parent's memory until it execs or exits: if
+ * it closed a counted descriptor through our close, it would release the
+ * parent's slot and clear the parent's entry.  Telling the child apart
+ * costs a system call (getpid), so it is paid only by programs that have
+ * ever called vfork: this flag, set on the way into vfork, turns the
+ * check on for the rest of the process's life.
+ *
+ * vfork cannot be wrapped by a C function (the child would return
+ * through, and clobber, the frame the parent later returns through).  The
+ * trampoline below calls cl_vfork_prepare, whose frame is gone again when
+ * it returns, then jumps to the real vfork: both processes return straight
+ * to the program, as from libc's own.
+ */
+static int vforked;
+
+CL_HIDDEN void *cl_vfork_prepare(void);
+
+void *cl_vfork_prepare(void)
+{
+	static void *real_vfork;
+	void *fn;
+
+	STORE(&vforked, 1);
+	ADD(&cl.forkgen, 1);	/* the exec'd child may keep descriptors */
+	fn = LOAD(&real_vfork);
+	if (!fn) {
+		fn = dlsym(RTLD_NEXT, "vfork");
+		/* POSIX allows fork wherever vfork is called. */
+		STORE(&real_vfork, fn ? fn : (void *)fork);
+		fn = LOAD(&real_vfork);
+	}
+	return fn;
+}
+
+#if defined(__x86_64__)
+__asm__(".text\n"
+	".globl vfork\n"
+	".type vfork, @function\n"
+	"vfork:\n"
+	"	subq $8, %rsp\n"
+	"	call cl_vfork_prepare\n"
+	"	addq $8, %rsp\n"
+	"	jmp *%rax\n"
+	".size vfork, .-vfork\n");
+#elif defined(__aarch64__)
+__asm__(".text\n"
+	".globl vfork\n"
+	".type vfork, %function\n"
+	"vfork:\n"
+	"	stp x29, x30, [sp, #-16]!\n"
+	"	bl cl_vfork_prepare\n"
+	"	ldp x29, x30, [sp], #16\n"
+	"	br x0\n"
+	".size vfork, .-vfork\n");
+#endif
+
+/* In a vfork child: leave the parent's tables alone. */
+static int vfork_child(void)
+{
+	return CL_UNLIKELY(LOAD(&vforked)) && cl_in_vfork_child();
+}
+
 /* ---- accept ---- */
 
 static void copy_out(struct sockaddr *sa, socklen_t *len,
@@ -228,7 +293,7 @@ EXPORT int close(int fd)
 {
 	struct cl_fdent *e = cl_fd_peek(fd);
 
-	if (CL_LIKELY(!e || !LOAD(&e->word)))
+	if (CL_LIKELY(!e || !LOAD(&e->word)) || vfork_child())
 		return do_close(fd);
 	return close_tracked(fd, e);
 }
@@ -242,7 +307,7 @@ EXPORT int fclose(FILE *fp)
 	if (!cl_ready() || !real.fclose)
 		return real.fclose ? real.fclose(fp) : _IO_fclose(fp);
 	e = cl_fd_peek(fileno(fp));
-	if (!e || !LOAD(&e->word))
+	if (!e || !LOAD(&e->word) || vfork_child())
 		return real.fclose(fp);
 	saved = errno;
 	cl_take(e, &t);
@@ -352,7 +417,7 @@ EXPORT int dup(int fd)
 {
 	int r = real.dup ? real.dup(fd) : (int)syscall(SYS_dup, fd);
 
-	if (r >= 0 && cl_ready())
+	if (r >= 0 && cl_ready() && !vfork_child())
 		cl_copy_entry(fd, r);
 	return r;
 }
@@ -384,7 +449,7 @@ static int dup_onto(int ofd, int nfd, int flags, int three)
 		r = real.dup2 ? real.dup2(ofd, nfd) : raw_dup2(ofd, nfd);
 	if (track)
 		range_end((unsigned)nfd, (unsigned)nfd, r >= 0);
-	if (r >= 0 && ofd != nfd && cl_ready())
+	if (r >= 0 && ofd != nfd && cl_ready() && !vfork_child())
 		cl_copy_entry(ofd, nfd);
 	return r;
 }
@@ -404,7 +469,7 @@ static int fcntl_common(fcntl_fn fn, int fd, int cmd, void *arg)
 	int r = do_fcntl(fn, fd, cmd, arg);
 
 	if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) &&
-	    cl_ready())
+	    cl_ready() && !vfork_child())
 		cl_copy_entry(fd, r);
 	return r;
 }
