@@ -180,14 +180,45 @@ static int vfork_child(void)
 
 /* ---- accept ---- */
 
-static void copy_out(struct sockaddr *sa, socklen_t *len,
-		     const struct sockaddr_storage *ss, socklen_t got)
+/*
+ * Where accept writes the peer: the caller's own buffer when it gave one,
+ * so that the kernel validates it (EFAULT, EINVAL) exactly as without
+ * the library, else a buffer of ours (accept(fd, NULL, NULL) is common).
+ */
+struct peer_buf {
+	struct sockaddr *sa;	/* what the kernel writes into */
+	socklen_t *len;
+	socklen_t orig;		/* the caller's *len, restored per retry */
+	socklen_t own_len;
+	struct sockaddr_storage own;
+};
+
+static void peer_buf_init(struct peer_buf *b, struct sockaddr *sa,
+			  socklen_t *len)
 {
-	if (!sa)
-		return;
-	/* The kernel's rule: copy what fits, report the full length. */
-	memcpy(sa, ss, got < *len ? got : *len);
-	*len = got;
+	b->sa = sa ? sa : (struct sockaddr *)&b->own;
+	b->len = sa ? len : &b->own_len;
+	b->orig = sa ? *len : 0;
+}
+
+static void peer_buf_reset(struct peer_buf *b)
+{
+	*b->len = b->sa == (struct sockaddr *)&b->own ? sizeof b->own
+						      : b->orig;
+}
+
+/* The full peer address of @c; only a truncated one costs a syscall. */
+static const struct sockaddr *peer_of(int c, struct peer_buf *b,
+				      socklen_t *plen)
+{
+	if (b->sa == (struct sockaddr *)&b->own || *b->len <= b->orig) {
+		*plen = *b->len;
+		return b->sa;
+	}
+	*plen = sizeof b->own;
+	if (getpeername(c, (struct sockaddr *)&b->own, plen) < 0)
+		*plen = 0;
+	return (struct sockaddr *)&b->own;
 }
 
 /*
@@ -228,20 +259,22 @@ static int limited_accept(int lfd, struct sockaddr *sa, socklen_t *len,
 			  int flags, int four)
 {
 	const struct cl_settings *s = NULL;
-	struct sockaddr_storage ss;
-	socklen_t got;
+	const struct sockaddr *peer;
+	struct peer_buf b;
+	socklen_t plen;
 	int c, saved = errno, cs, how;
 
+	peer_buf_init(&b, sa, len);
 	for (;;) {
-		got = sizeof ss;
-		c = do_accept(lfd, (struct sockaddr *)&ss, &got, flags, four);
+		peer_buf_reset(&b);
+		c = do_accept(lfd, b.sa, b.len, flags, four);
 		if (c < 0)
 			return c;
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
-		how = cl_track(c, lfd, (struct sockaddr *)&ss, got, &s);
+		peer = peer_of(c, &b, &plen);
+		how = cl_track(c, lfd, peer, plen, &s);
 		if (!how) {
 			pthread_setcancelstate(cs, NULL);
-			copy_out(sa, len, &ss, got);
 			errno = saved;
 			return c;
 		}
