@@ -20,11 +20,17 @@ SANITIZE ?= 0
 
 -include config.mak
 
-WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes \
+       -Werror=implicit-function-declaration
 BASE = -std=gnu11 -D_GNU_SOURCE $(WARN)
+# -z defs: a symbol left undefined fails the build instead of killing the
+# server at its first connection.  (Sanitizer runtimes are resolved at
+# load time by design, so not with SANITIZE=1.)
+DEFS = -Wl,-z,defs
 ifeq ($(SANITIZE),1)
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer \
       -fno-sanitize-recover=undefined
+DEFS =
 endif
 
 LIB = libconnlimit.so
@@ -53,7 +59,7 @@ all: $(LIB) connlimit-status
 
 $(LIB): $(LIB_SRC) $(LIB_HDR)
 	$(CC) $(BASE) -fPIC -shared -fvisibility=hidden $(SAN) $(CFLAGS) \
-		-o $@ $(LIB_SRC) -ldl -lpthread $(LDFLAGS)
+		-o $@ $(LIB_SRC) $(DEFS) -ldl -lpthread $(LDFLAGS)
 
 connlimit-status: shim/status.c shim/addr.c shim/diag.c $(LIB_HDR)
 	$(CC) $(BASE) $(CFLAGS) -o $@ shim/status.c shim/addr.c shim/diag.c \

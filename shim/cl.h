@@ -27,6 +27,16 @@
 		__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
 #define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_ACQ_REL)
 
+/*
+ * libc's syscall(), bypassing the library's own export: the library
+ * interposes syscall() for SYS_close (libuv closes that way).  Up to four
+ * arguments, each passed as a long.
+ */
+CL_HIDDEN long cl_sys(long n, long a, long b, long c, long d);
+#define CL_SYS_(n, a, b, c, d, ...) cl_sys((n), (long)(a), (long)(b), \
+					   (long)(c), (long)(d))
+#define CL_SYS(...) CL_SYS_(__VA_ARGS__, 0, 0, 0, 0)
+
 /* ---- addr.c: client keys are 16 bytes, IPv4 as ::ffff:a.b.c.d ---- */
 struct cl_key {
 	uint8_t b[16];

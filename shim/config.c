@@ -34,8 +34,10 @@
  * are never all young, and nothing is ever leaked. */
 #define RETIRED 16
 #define RETIRE_AFTER_MS 10000
-#define CL_THEN_PASS "passing all connections through"
+#define CL_THEN_PASS_ "passing all connections through"
+#define CL_THEN_PASS then_pass()
 #define FILE_EMPTY "empty (caught half-written?)"
+#define CL_KEEP "keeping the last good settings"
 
 static const char *const env_names[] = {
 	"CONNLIMIT_MAX_PER_IP", "CONNLIMIT_EXEMPT", "CONNLIMIT_LIMITS",
@@ -109,6 +111,15 @@ static void retire(struct cl_settings *old)
 }
 
 /* error [file=F line=N | source=CONNLIMIT item=N] setting= value= ... */
+static int strict_wanted(void);
+
+/* What happens after an error at start-up. */
+static const char *then_pass(void)
+{
+	return strict_wanted() ? "strict = 1: the program exits"
+			       : CL_THEN_PASS_;
+}
+
 static void perr_log(const char *key, const char *src, const char *unit,
 		     const struct cl_perr *e, const char *then)
 {
@@ -127,7 +138,8 @@ static void perr_log(const char *key, const char *src, const char *unit,
 	cl_line_emit(&l, CL_LOG_ERROR);
 }
 
-static void file_log(int level, const char *event, const char *why)
+static void file_log(int level, const char *event, const char *why,
+		     const char *then)
 {
 	struct cl_line l;
 
@@ -135,6 +147,10 @@ static void file_log(int level, const char *event, const char *why)
 	cl_line_kv(&l, "file", file_path);
 	if (why)
 		cl_line_kq(&l, "reason", why);
+	if (then) {
+		cl_line_str(&l, "; ");
+		cl_line_str(&l, then);
+	}
 	cl_line_emit(&l, level);
 }
 
@@ -161,6 +177,31 @@ static const char *env_file(const char *name)
 	return v;
 }
 
+/* A CONNLIMIT_* variable this library does not know: a typo, probably. */
+static void warn_unknown_env(void)
+{
+	struct cl_line l;
+	size_t i, n;
+	char **e;
+
+	for (e = environ; e && *e; e++) {
+		if (strncmp(*e, "CONNLIMIT_", 10))
+			continue;
+		n = strcspn(*e, "=");
+		for (i = 0; i < sizeof env_names / sizeof *env_names; i++)
+			if (strlen(env_names[i]) == n &&
+			    !strncmp(*e, env_names[i], n))
+				break;
+		if (i < sizeof env_names / sizeof *env_names ||
+		    (n == 16 && !strncmp(*e, "CONNLIMIT_CONFIG", 16)))
+			continue;
+		cl_line_start(&l, "warn event=unknown-setting");
+		cl_line_kq(&l, "variable", *e);
+		cl_line_str(&l, "; ignored");
+		cl_line_emit(&l, CL_LOG_WARN);
+	}
+}
+
 /* Defaults, then CONNLIMIT="...", then each CONNLIMIT_* variable. */
 static int env_layer_load(struct cl_settings *s)
 {
@@ -168,6 +209,7 @@ static int env_layer_load(struct cl_settings *s)
 	struct cl_perr e;
 	size_t i;
 
+	warn_unknown_env();
 	if (v && cl_settings_parse(s, v, strlen(v), 1, &e) < 0) {
 		perr_log("source", "CONNLIMIT", "item", &e, CL_THEN_PASS);
 		return -1;
@@ -222,7 +264,7 @@ static ssize_t file_read(char **text, struct file_sig *sig,
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		*why = fd < 0 && errno == ENOENT ? "missing" : "unreadable";
 		if (fd >= 0)
-			syscall(SYS_close, fd);
+			CL_SYS(SYS_close, fd);
 		return -1;
 	}
 	sig_of(&st, sig);
@@ -243,7 +285,7 @@ static ssize_t file_read(char **text, struct file_sig *sig,
 		      fstat(fd, &after) < 0 || after.st_size != st.st_size ||
 		      after.st_mtim.tv_nsec != st.st_mtim.tv_nsec))
 		*why = "changed while being read";
-	syscall(SYS_close, fd);
+	CL_SYS(SYS_close, fd);
 	if (*why) {
 		if (buf != MAP_FAILED)
 			munmap(buf, (size_t)st.st_size + 1);
@@ -291,8 +333,7 @@ static struct cl_settings *file_parse(const char *text, size_t len)
 	}
 	if (!eff)
 		perr_log("file", file_path, "line", &e,
-			 current ? "keeping the last good settings"
-				 : CL_THEN_PASS);
+			 current ? CL_KEEP : CL_THEN_PASS);
 	settings_free(f);
 	return eff;
 }
@@ -354,8 +395,10 @@ static void publish(struct cl_settings *next)
 	}
 	apply_logging(next);
 	STORE(&current, next);
-	if (old)
+	if (old) {
 		retire(old);
+		file_log(CL_LOG_INFO, "info event=reload", NULL, NULL);
+	}
 }
 
 /* Read the file now; 0 when its settings are in force. */
@@ -374,7 +417,7 @@ static int file_load(void)
 	if (len < 0) {
 		if (file_state == 0 || strcmp(why, "missing"))
 			file_log(CL_LOG_ERROR, "error event=config-unusable",
-				 why);
+				 why, LOAD(&current) ? CL_KEEP : then_pass());
 		if (strcmp(why, "changed while being read"))
 			file_seen = sig;
 		file_state = !strcmp(why, "missing") ? 2 : 1;
@@ -389,7 +432,7 @@ static int file_load(void)
 		return -1;
 	}
 	if (file_state != 0)
-		file_log(CL_LOG_WARN, "warn event=config-fixed", NULL);
+		file_log(CL_LOG_WARN, "warn event=config-fixed", NULL, NULL);
 	file_state = 0;
 	publish(next);
 	return 0;
@@ -414,7 +457,8 @@ void cl_config_poll(void)
 	if (stat(file_path, &st) < 0) {
 		if (file_state != 2)
 			file_log(CL_LOG_ERROR, "error event=config-unusable",
-				 "missing; keeping the last good settings");
+				 "missing", LOAD(&current) ? CL_KEEP
+							   : then_pass());
 		file_state = 2;
 		memset(&file_seen, 0, sizeof file_seen);
 	} else {
@@ -505,7 +549,8 @@ const struct cl_settings *cl_config_init(void)
 		cl_line_start(&l, "error");
 		cl_line_kv(&l, "setting", "CONNLIMIT_CONFIG");
 		cl_line_kq(&l, "expected", "a path shorter than 1024 bytes");
-		cl_line_str(&l, "; " CL_THEN_PASS);
+		cl_line_str(&l, "; ");
+		cl_line_str(&l, CL_THEN_PASS);
 		cl_line_emit(&l, CL_LOG_ERROR);
 		ok = 0;
 	} else if (ok && path && path[0]) {

@@ -22,7 +22,7 @@
 #define SWEEP_EVERY_MS 1000	/* per zone, a few clients from accept */
 #define SWEEP_CLIENTS 8
 #define SWEEP_SLOTS 16384	/* a few hundred microseconds of loads */
-#define CHECK_WAIT_SPINS 2000	/* sched_yield()s, a few milliseconds */
+#define CHECK_WAIT_SPINS 20000	/* sched_yield()s: tens of ms when busy */
 #define CL_LOG_WINDOW_S 10	/* refusal lines: per client per window */
 #define CL_LOG_BURST 5
 #define CL_LOG_PER_S 20
@@ -44,7 +44,7 @@ static void fork_parent(void)
  */
 static void fork_child(void)
 {
-	cl.pid = (int)syscall(SYS_getpid);
+	cl.pid = (int)getpid();
 	ADD(&cl.forkgen, 1);
 }
 
@@ -69,12 +69,38 @@ static void log_start(const struct cl_settings *s)
 	cl_line_emit(&l, CL_LOG_INFO);
 }
 
+/*
+ * For connlimit-status: the settings of the last process to accept, when
+ * they differ from what the header shows (a reload, another process).
+ */
+static void publish_settings(struct cl_zone_hdr *h,
+			     const struct cl_settings *s)
+{
+	static const struct cl_settings *shown;
+
+	if (!s) {	/* settings refused: connections pass through */
+		STORE(&h->monitor, 2);
+		return;
+	}
+	if (LOAD(&shown) == s && LOAD(&h->max_per_ip) == s->max_per_ip)
+		return;
+	STORE(&h->max_per_ip, s->max_per_ip);
+	STORE(&h->max_total, s->max_total);
+	STORE(&h->monitor, (uint8_t)(s->mode == CL_MODE_MONITOR));
+	STORE(&h->action, s->action);
+	STORE(&h->ipv4_prefix, s->ipv4_prefix);
+	STORE(&h->ipv6_prefix, s->ipv6_prefix);
+	STORE(&h->networks, s->ncidr);
+	ADD(&h->settings_gen, 1);
+	STORE(&shown, s);
+}
+
 static void init_once(void)
 {
 	static struct cl_zone zone;
 	const struct cl_settings *s;
 
-	cl.pid = (int)syscall(SYS_getpid);
+	cl.pid = (int)getpid();
 	cl_resolve_reals();
 	cl_log_init(CL_LOG_WARN);
 	s = cl_config_init();
@@ -82,6 +108,8 @@ static void init_once(void)
 			      &zone) == 0)
 		cl.zone = &zone;
 	cl_config_started();
+	if (cl.zone)
+		publish_settings(zone.hdr, cl_rules());
 	pthread_atfork(NULL, fork_parent, fork_child);
 	if (cl.zone && cl_rules())
 		log_start(cl_rules());
@@ -110,7 +138,7 @@ __attribute__((constructor)) static void cl_constructor(void)
 /* A vfork child shares our memory: it must not touch our tables. */
 int cl_in_vfork_child(void)
 {
-	return (int)syscall(SYS_getpid) != cl.pid;
+	return (int)getpid() != cl.pid;
 }
 
 /* ---- descriptors that go away ---- */
@@ -253,6 +281,17 @@ static void log_refusal(struct cl_client *cc, const struct cl_peer *p,
 	cl_line_emit(&l, CL_LOG_WARN);
 }
 
+/* A kernel check of one client, marked so that refusals wait for it. */
+static void check_client(struct cl_zone *z, uint32_t client, uint32_t now)
+{
+	struct cl_client *cc = cl_zone_client(z, client);
+
+	STORE(&cc->verify_ms, now);
+	STORE(&cc->checking, (uint32_t)cl.pid);
+	cl_kcheck_client(z, client, CLC_REL_KERNEL);
+	STORE(&cc->checking, 0);
+}
+
 /*
  * Heal what no close reported (killed holders, exec'd children, passed
  * descriptors) while the server is idle for that client: once a second
@@ -272,8 +311,7 @@ static void sweep(struct cl_zone *z)
 		uint64_t s = LOAD(&cl_zone_client(z, i)->state);
 
 		if (CL_CS_KIND(s) == CL_CS_LIVE && CL_CS_COUNT(s) > 0) {
-			STORE(&cl_zone_client(z, i)->verify_ms, now);
-			cl_kcheck_client(z, i, CLC_REL_KERNEL);
+			check_client(z, i, now);
 			done++;
 		}
 		i = (i + 1) % n;
@@ -305,9 +343,7 @@ static void recheck(struct cl_zone *z, const struct cl_admit *a)
 		wait_check(cc);
 		return;
 	}
-	STORE(&cc->checking, (uint32_t)cl.pid);
-	cl_kcheck_client(z, a->client, CLC_REL_KERNEL);
-	STORE(&cc->checking, 0);
+	check_client(z, a->client, now);
 }
 
 static void log_over_total(const struct cl_peer *p, const struct cl_admit *a,
@@ -396,28 +432,6 @@ static int admit(const struct cl_settings *s, const struct cl_peer *p,
 		r = cl_zone_admit(z, &k, lport, 0, 0, a);
 	}
 	return count_outcome(z, &k, a, limit, s->max_total, lport, r);
-}
-
-/*
- * For connlimit-status: the settings of the last process to accept, when
- * they differ from what the header shows (a reload, another process).
- */
-static void publish_settings(struct cl_zone_hdr *h,
-			     const struct cl_settings *s)
-{
-	static const struct cl_settings *shown;
-
-	if (LOAD(&shown) == s && LOAD(&h->max_per_ip) == s->max_per_ip)
-		return;
-	STORE(&h->max_per_ip, s->max_per_ip);
-	STORE(&h->max_total, s->max_total);
-	STORE(&h->monitor, (uint8_t)(s->mode == CL_MODE_MONITOR));
-	STORE(&h->action, s->action);
-	STORE(&h->ipv4_prefix, s->ipv4_prefix);
-	STORE(&h->ipv6_prefix, s->ipv6_prefix);
-	STORE(&h->networks, s->ncidr);
-	ADD(&h->settings_gen, 1);
-	STORE(&shown, s);
 }
 
 /*

@@ -111,7 +111,7 @@ int cl_diag_dump(int family, const uint8_t *net, unsigned plen,
 		r = -errno;
 	else
 		r = read_dump(fd, fn, arg);
-	syscall(SYS_close, fd);
+	close(fd);	/* never a counted descriptor: passes straight through */
 	return r;
 }
 
@@ -129,4 +129,38 @@ int cl_diag_holds(const struct inet_diag_msg *m, int family,
 	if (family == AF_INET)
 		return !memcmp(dst, peer + 12, 4);
 	return !memcmp(dst, peer, 16);
+}
+
+void cl_diag_count(const struct inet_diag_msg *m, struct cl_diag_conn *c,
+		   int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (cl_diag_holds(m, c[i].family, c[i].peer, c[i].pport,
+				  c[i].lport))
+			c[i].hits++;
+}
+
+static int same_tuple(const struct cl_diag_conn *a,
+		      const struct cl_diag_conn *b)
+{
+	return a->family == b->family && a->pport == b->pport &&
+	       a->lport == b->lport && !memcmp(a->peer, b->peer, 16);
+}
+
+void cl_diag_settle(struct cl_diag_conn *c, int n)
+{
+	uint32_t newer;
+	int i, j;
+
+	for (i = 0; i < n; i++) {
+		newer = 0;
+		for (j = 0; j < n; j++)
+			if (j != i && same_tuple(&c[i], &c[j]) &&
+			    (c[j].born > c[i].born ||
+			     (c[j].born == c[i].born && j > i)))
+				newer++;
+		c[i].held = newer < c[i].hits;
+	}
 }

@@ -60,6 +60,8 @@ static struct {
 	execv_fn execv, execvp;
 	spawn_fn posix_spawn, posix_spawnp;
 	sendmsg_fn sendmsg;
+	FILE *(*popen)(const char *, const char *);
+	int (*system)(const char *);
 } real;
 
 extern int _IO_fclose(FILE *);	/* glibc's own fclose, for before start-up */
@@ -89,13 +91,31 @@ void cl_resolve_reals(void)
 	real.posix_spawn = (spawn_fn)next("posix_spawn");
 	real.posix_spawnp = (spawn_fn)next("posix_spawnp");
 	real.sendmsg = (sendmsg_fn)next("sendmsg");
+	real.popen = (FILE * (*)(const char *, const char *))next("popen");
+	real.system = (int (*)(const char *))next("system");
 }
 
 /* ---- calls into libc, or the kernel before start-up ---- */
 
+typedef long (*syscall_fn)(long, ...);
+static syscall_fn real_syscall;
+
+/* Bound on first use: start-up itself needs it (dlsym does not call
+ * syscall(), so this cannot recurse). */
+long cl_sys(long n, long a, long b, long c, long d)
+{
+	syscall_fn fn = LOAD(&real_syscall);
+
+	if (!fn) {
+		fn = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
+		STORE(&real_syscall, fn);
+	}
+	return fn(n, a, b, c, d, 0L, 0L);
+}
+
 static int do_close(int fd)
 {
-	return real.close ? real.close(fd) : (int)syscall(SYS_close, fd);
+	return real.close ? real.close(fd) : (int)CL_SYS(SYS_close, fd);
 }
 
 static int do_accept(int fd, struct sockaddr *sa, socklen_t *len,
@@ -105,12 +125,12 @@ static int do_accept(int fd, struct sockaddr *sa, socklen_t *len,
 		return real.accept4(fd, sa, len, flags);
 	if (!four && real.accept)
 		return real.accept(fd, sa, len);
-	return (int)syscall(SYS_accept4, fd, sa, len, flags);
+	return (int)CL_SYS(SYS_accept4, fd, sa, len, flags);
 }
 
 static int do_fcntl(fcntl_fn fn, int fd, int cmd, void *arg)
 {
-	return fn ? fn(fd, cmd, arg) : (int)syscall(SYS_fcntl, fd, cmd, arg);
+	return fn ? fn(fd, cmd, arg) : (int)CL_SYS(SYS_fcntl, fd, cmd, arg);
 }
 
 /* ---- vfork ---- */
@@ -416,7 +436,7 @@ static int do_close_range(unsigned lo, unsigned hi, int flags)
 {
 	if (real.close_range)
 		return real.close_range(lo, hi, flags);
-	return (int)syscall(SYS_close_range, lo, hi, flags);
+	return (int)CL_SYS(SYS_close_range, lo, hi, flags);
 }
 
 EXPORT int close_range(unsigned lo, unsigned hi, int flags)
@@ -439,7 +459,7 @@ EXPORT void closefrom(int lo)
 	if (real.closefrom)
 		real.closefrom(lo);
 	else
-		syscall(SYS_close_range, (unsigned)lo, ~0u, 0);
+		CL_SYS(SYS_close_range, (unsigned)lo, ~0u, 0);
 	if (track)
 		range_end((unsigned)lo, ~0u, 1);
 }
@@ -448,7 +468,7 @@ EXPORT void closefrom(int lo)
 
 EXPORT int dup(int fd)
 {
-	int r = real.dup ? real.dup(fd) : (int)syscall(SYS_dup, fd);
+	int r = real.dup ? real.dup(fd) : (int)CL_SYS(SYS_dup, fd);
 
 	if (r >= 0 && cl_ready() && !vfork_child())
 		cl_copy_entry(fd, r);
@@ -458,11 +478,11 @@ EXPORT int dup(int fd)
 static int raw_dup2(int ofd, int nfd)
 {
 #ifdef SYS_dup2
-	return (int)syscall(SYS_dup2, ofd, nfd);
+	return (int)CL_SYS(SYS_dup2, ofd, nfd);
 #else
 	if (ofd == nfd)
 		return do_fcntl(NULL, ofd, F_GETFD, NULL) < 0 ? -1 : nfd;
-	return (int)syscall(SYS_dup3, ofd, nfd, 0);
+	return (int)CL_SYS(SYS_dup3, ofd, nfd, 0);
 #endif
 }
 
@@ -477,7 +497,7 @@ static int dup_onto(int ofd, int nfd, int flags, int three)
 		range_begin((unsigned)nfd, (unsigned)nfd);
 	if (three)
 		r = real.dup3 ? real.dup3(ofd, nfd, flags)
-			      : (int)syscall(SYS_dup3, ofd, nfd, flags);
+			      : (int)CL_SYS(SYS_dup3, ofd, nfd, flags);
 	else
 		r = real.dup2 ? real.dup2(ofd, nfd) : raw_dup2(ofd, nfd);
 	if (track)
@@ -549,7 +569,7 @@ EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
 	others_may_hold();
 	if (!real.execve)
-		return (int)syscall(SYS_execve, path, argv, envp);
+		return (int)CL_SYS(SYS_execve, path, argv, envp);
 	return real.execve(path, argv, envp);
 }
 
@@ -557,7 +577,7 @@ EXPORT int execv(const char *path, char *const argv[])
 {
 	others_may_hold();
 	if (!real.execv)
-		return (int)syscall(SYS_execve, path, argv, environ);
+		return (int)CL_SYS(SYS_execve, path, argv, environ);
 	return real.execv(path, argv);
 }
 
@@ -603,6 +623,51 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file,
 	return real.posix_spawnp(pid, file, fa, attr, argv, envp);
 }
 
+/* popen and system start their child without fork handlers (glibc uses
+ * its internal posix_spawn): the child may keep our descriptors. */
+EXPORT FILE *popen(const char *cmd, const char *type)
+{
+	others_may_hold();
+	if (!real.popen) {
+		errno = ENOSYS;
+		return NULL;
+	}
+	return real.popen(cmd, type);
+}
+
+EXPORT int system(const char *cmd)
+{
+	others_may_hold();
+	if (!real.system)
+		return -1;
+	return real.system(cmd);
+}
+
+/*
+ * libuv (Node.js) and others close descriptors with syscall(SYS_close):
+ * route that, and SYS_close_range, through the same bookkeeping.  Every
+ * other number is passed on with six word-sized arguments, as libc's
+ * syscall() reads them.
+ */
+EXPORT long syscall(long n, ...)
+{
+	long a[6];
+	va_list ap;
+	int i;
+
+	va_start(ap, n);
+	for (i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (n == SYS_close)
+		return close((int)a[0]);
+	if (n == SYS_close_range)
+		return close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
+	if (!LOAD(&real_syscall))
+		cl_sys(SYS_getpid, 0, 0, 0, 0);	/* binds real_syscall */
+	return real_syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
 /* A descriptor sent with SCM_RIGHTS gains a holder in another process. */
 static void mark_passed(const struct msghdr *m)
 {
@@ -626,6 +691,6 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 	if (m && m->msg_controllen && cl_ready())
 		mark_passed(m);
 	if (!real.sendmsg)
-		return syscall(SYS_sendmsg, fd, m, flags);
+		return CL_SYS(SYS_sendmsg, fd, m, flags);
 	return real.sendmsg(fd, m, flags);
 }

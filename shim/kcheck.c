@@ -17,22 +17,17 @@
 #include "cl.h"
 #include "diag.h"
 
-/* Records checked per call: bounded work, and bounded stack for a close
- * called from a signal handler on a small alternate stack. */
+/* Records checked per dump: bounded stack for a close called from a
+ * signal handler on a small alternate stack.  A client with more records
+ * is checked in several batches, at most MAX_BATCHES per call. */
 #define MAX_WANT 64
+#define MAX_BATCHES 64
 #define RECONCILE_MS 1000
 
-struct want {
-	uint32_t idx, gen;
-	uint64_t born;
-	uint32_t inode;		/* the live socket it matched, 0 if none */
-	uint16_t pport, lport;
-	uint8_t peer[16];
-	uint8_t family;
-};
-
+/* A batch of one client's records, as sock_diag sees them. */
 struct wants {
-	struct want *w;
+	struct cl_diag_conn *d;
+	uint32_t *idx, *gen;
 	int n, cap;
 };
 
@@ -61,29 +56,34 @@ static void kcheck_disable(const char *why, int err)
 static void want_add(struct wants *ws, const struct cl_conn *c,
 		     uint32_t idx, uint32_t s)
 {
-	struct want *w = &ws->w[ws->n++];
+	struct cl_diag_conn *d = &ws->d[ws->n];
 
-	w->idx = idx;
-	w->gen = CL_RS_GEN(s);
-	w->born = c->born_ms;
-	w->inode = 0;
-	w->pport = c->peer_port;
-	w->lport = c->local_port;
-	w->family = c->family;
-	memcpy(w->peer, c->peer, 16);
+	ws->idx[ws->n] = idx;
+	ws->gen[ws->n] = CL_RS_GEN(s);
+	ws->n++;
+	d->born = c->born_ms;
+	d->hits = 0;
+	d->pport = c->peer_port;
+	d->lport = c->local_port;
+	d->family = c->family;
+	memcpy(d->peer, c->peer, 16);
 }
 
-/* Gather the client's live records (or just one) into @ws. */
+/*
+ * Gather live records of @client from index *@from on (or only record
+ * @only_idx of generation @only_gen) into @ws; *@from moves past them.
+ */
 static void collect(struct cl_zone *z, uint32_t client, int only_idx,
-		    uint32_t only_gen, struct wants *ws)
+		    uint32_t only_gen, uint32_t *from, struct wants *ws)
 {
 	uint32_t i, end = LOAD(&z->hdr->conn_hwm), s;
 
 	ws->n = 0;
-	if (only_idx >= 0)
-		end = (uint32_t)only_idx + 1;
-	for (i = only_idx >= 0 ? (uint32_t)only_idx : 0;
-	     i < end && ws->n < ws->cap; i++) {
+	if (only_idx >= 0) {
+		*from = (uint32_t)only_idx;
+		end = *from + 1;
+	}
+	for (i = *from; i < end && ws->n < ws->cap; i++) {
 		const struct cl_conn *c = &z->conns[i];
 
 		s = LOAD(&c->state);
@@ -93,30 +93,14 @@ static void collect(struct cl_zone *z, uint32_t client, int only_idx,
 			continue;
 		want_add(ws, c, i, s);
 	}
+	*from = i;
 }
 
 static void match(void *arg, const struct inet_diag_msg *m)
 {
 	struct wants *ws = arg;
-	int i;
 
-	for (i = 0; i < ws->n; i++)
-		if (cl_diag_holds(m, ws->w[i].family, ws->w[i].peer,
-				  ws->w[i].pport, ws->w[i].lport))
-			ws->w[i].inode = m->idiag_inode;
-}
-
-/* Two records on one live socket: the older one is stale (port reuse). */
-static void drop_duplicates(struct wants *ws)
-{
-	int i, j;
-
-	for (i = 0; i < ws->n; i++)
-		for (j = 0; j < ws->n; j++)
-			if (i != j && ws->w[i].inode &&
-			    ws->w[i].inode == ws->w[j].inode &&
-			    ws->w[i].born < ws->w[j].born)
-				ws->w[i].inode = 0;
+	cl_diag_count(m, ws->d, ws->n);
 }
 
 /*
@@ -138,18 +122,16 @@ static int ask_kernel(struct cl_zone *z, uint32_t client, struct wants *ws)
 	int i, r, fam, done4 = 0, done6 = 0;
 	struct cl_key net;
 
+	if (!plen || plen > 128)
+		plen = 128;
 	for (i = 0; i < ws->n; i++) {
-		fam = ws->w[i].family;
+		fam = ws->d[i].family;
 		if (fam == AF_INET ? done4 : done6)
 			continue;
 		cl_zone_count(z, CLC_KCHECKS);
-		/* The key is the client's network; a single peer would do
-		 * for /128 keys, the network covers prefixed ones too. */
-		memcpy(net.b, ws->w[i].peer, 16);
-		if (plen && plen < 128)
-			cl_key_apply_prefix128(&net, plen);
-		else
-			plen = 128;
+		/* The client's network covers prefixed keys too. */
+		memcpy(net.b, ws->d[i].peer, 16);
+		cl_key_apply_prefix128(&net, plen);
 		r = cl_diag_dump(fam, net.b, plen, match, ws);
 		if (r < 0 && transient(-r))
 			return -2;
@@ -204,11 +186,11 @@ static int kcheck_run(struct cl_zone *z, uint32_t client, struct wants *ws,
 
 	if (r < 0)
 		return r;
-	drop_duplicates(ws);
+	cl_diag_settle(ws->d, ws->n);
 	for (i = 0; i < ws->n; i++)
-		if (!ws->w[i].inode)
-			released += cl_zone_release(z, ws->w[i].idx,
-						    ws->w[i].gen, why);
+		if (!ws->d[i].held)
+			released += cl_zone_release(z, ws->idx[i], ws->gen[i],
+						    why);
 	return released;
 }
 
@@ -221,31 +203,40 @@ static int kcheck_run(struct cl_zone *z, uint32_t client, struct wants *ws,
  */
 int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
 {
-	struct want w[MAX_WANT];
-	struct wants ws = { .w = w, .cap = MAX_WANT };
+	struct cl_diag_conn d[MAX_WANT];
+	uint32_t idx[MAX_WANT], gen[MAX_WANT], from = 0, live = 0;
+	struct wants ws = { .d = d, .idx = idx, .gen = gen, .cap = MAX_WANT };
+	uint32_t end = LOAD(&z->hdr->conn_hwm);
+	int r, released = 0, batch;
 
 	if (!cl_kcheck_available())
 		return -1;
-	int r;
-
-	collect(z, client, -1, 0, &ws);
-	r = kcheck_run(z, client, &ws, why);
-	if (r >= 0 && ws.n < MAX_WANT)
-		reconcile(z, client, (uint32_t)(ws.n - r));
-	return r;
+	for (batch = 0; batch < MAX_BATCHES && from < end; batch++) {
+		collect(z, client, -1, 0, &from, &ws);
+		if (!ws.n)
+			break;
+		r = kcheck_run(z, client, &ws, why);
+		if (r < 0)
+			return r;
+		released += r;
+		live += (uint32_t)(ws.n - r);
+	}
+	if (from >= end || !ws.n)
+		reconcile(z, client, live);
+	return released;
 }
 
 /* The same for the one record @idx of generation @gen. */
 int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen, int why)
 {
-	struct want w[1];
-	struct wants ws = { .w = w, .cap = 1 };
+	struct cl_diag_conn d[1];
+	uint32_t i[1], g[1], from;
+	struct wants ws = { .d = d, .idx = i, .gen = g, .cap = 1 };
 	uint32_t client;
 
 	if (!cl_kcheck_available())
 		return -1;
 	client = LOAD(&z->conns[idx].client);
-
-	collect(z, client, (int)idx, gen, &ws);
+	collect(z, client, (int)idx, gen, &from, &ws);
 	return kcheck_run(z, client, &ws, why);
 }

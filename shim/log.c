@@ -199,7 +199,7 @@ static void emit_file(const char *path, const struct cl_line *l)
 	if (fd < 0)
 		return;
 	write_all(fd, l->buf, l->len);
-	syscall(SYS_close, fd);
+	CL_SYS(SYS_close, fd);
 }
 
 /* One datagram to /dev/log per line, through a socket of our own. */
@@ -219,7 +219,7 @@ static void emit_syslog(const struct cl_line *l, int level)
 		return;
 	sendto(fd, buf, n + l->len - 1, MSG_DONTWAIT | MSG_NOSIGNAL,
 	       (struct sockaddr *)&sun, sizeof sun);
-	syscall(SYS_close, fd);
+	CL_SYS(SYS_close, fd);
 }
 
 void cl_line_emit(struct cl_line *l, int level)

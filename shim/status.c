@@ -42,13 +42,9 @@ struct row {
 
 /* One client's records, matched against a sock_diag dump. */
 struct probe {
-	const struct cl_zone_hdr *h;
-	const struct cl_conn *conns;
-	uint32_t client;
-	uint32_t held;
-	int family;
+	struct cl_diag_conn *c;
+	int n;
 };
-
 #define MEMFD_PATH "/memfd:connlimit-zone"
 #define ZONE_PATH "/dev/shm/connlimit."
 
@@ -253,17 +249,35 @@ static const struct cl_conn *zone_conns(const struct cl_zone_hdr *h)
 static void probe_msg(void *arg, const struct inet_diag_msg *m)
 {
 	struct probe *pr = arg;
-	uint32_t i;
 
-	for (i = 0; i < pr->h->conn_hwm && i < pr->h->nconns; i++) {
-		const struct cl_conn *c = &pr->conns[i];
+	cl_diag_count(m, pr->c, pr->n);
+}
 
-		if (CL_RS_ST(c->state) == CL_RS_LIVE &&
-		    c->client == pr->client && c->family == pr->family &&
-		    cl_diag_holds(m, c->family, c->peer, c->peer_port,
-				  c->local_port))
-			pr->held++;
+/* The client's live records, for matching. */
+static int probe_fill(const struct cl_zone_hdr *h, uint32_t client,
+		      struct probe *pr)
+{
+	const struct cl_conn *conns = zone_conns(h);
+	uint32_t i, end = h->conn_hwm < h->nconns ? h->conn_hwm : h->nconns;
+
+	pr->n = 0;
+	pr->c = calloc(end ? end : 1, sizeof *pr->c);
+	if (!pr->c)
+		return -1;
+	for (i = 0; i < end; i++) {
+		const struct cl_conn *c = &conns[i];
+		struct cl_diag_conn *d = &pr->c[pr->n];
+
+		if (CL_RS_ST(c->state) != CL_RS_LIVE || c->client != client)
+			continue;
+		d->born = c->born_ms;
+		d->pport = c->peer_port;
+		d->lport = c->local_port;
+		d->family = c->family;
+		memcpy(d->peer, c->peer, 16);
+		pr->n++;
 	}
+	return 0;
 }
 
 /*
@@ -273,20 +287,24 @@ static void probe_msg(void *arg, const struct inet_diag_msg *m)
  */
 static void verify_row(const struct cl_zone_hdr *h, struct row *r)
 {
-	struct probe pr = { .h = h, .conns = zone_conns(h),
-			    .client = r->client };
-	int ok = 0;
+	struct probe pr;
+	uint32_t held = 0;
+	int ok = 0, i;
 
-	if (cl_key_is_v4(&r->key)) {
-		pr.family = AF_INET;
+	if (probe_fill(h, r->client, &pr) < 0)
+		return;
+	if (cl_key_is_v4(&r->key))
 		ok |= cl_diag_dump(AF_INET, r->key.b, r->plen, probe_msg,
 				   &pr) == 0;
-	}
-	pr.family = AF_INET6;
 	ok |= cl_diag_dump(AF_INET6, r->key.b, r->plen, probe_msg, &pr) == 0;
-	if (ok && pr.held < r->counted)
-		r->open = pr.held;
+	cl_diag_settle(pr.c, pr.n);
+	for (i = 0; i < pr.n; i++)
+		held += pr.c[i].held;
+	if (ok && held < r->counted)
+		r->open = held;
+	free(pr.c);
 }
+
 
 /* A JSON string or a Prometheus label value, without the quotes. */
 static void put_escaped(const char *s, int json)
@@ -301,6 +319,11 @@ static void put_escaped(const char *s, int json)
 		else
 			putchar(*s);
 	}
+}
+
+static const char *mode_name(unsigned m)
+{
+	return m == 1 ? "monitor" : m == 2 ? "pass-through" : "enforce";
 }
 
 static const char *action_name(unsigned a)
@@ -318,7 +341,7 @@ static void print_text(const struct cl_zone_hdr *h, const char *zone,
 	       zone, h->nconns, h->max_per_ip, h->open_total, total);
 	printf("settings mode=%s max_total=%u action=%s ipv4_prefix=%u "
 	       "ipv6_prefix=%u networks=%u generation=%u\n",
-	       h->monitor ? "monitor" : "enforce", h->max_total,
+	       mode_name(h->monitor), h->max_total,
 	       action_name(h->action), h->ipv4_prefix, h->ipv6_prefix,
 	       h->networks, h->settings_gen);
 	printf("counters");
@@ -340,13 +363,13 @@ static void print_json(const struct cl_zone_hdr *h, const char *zone,
 
 	printf("{\"zone\":\"");
 	put_escaped(zone, 1);
-	printf("\",\"capacity\":%u,\"max_per_ip\":%u,\"open\":%u,"
+	printf("\",\"capacity\":%u,\"max_per_ip\":%u,\"counted\":%u,"
 	       "\"client_count\":%zu,", h->nconns, h->max_per_ip,
 	       h->open_total, total);
 	printf("\"settings\":{\"mode\":\"%s\",\"max_total\":%u,"
 	       "\"action\":\"%s\",\"ipv4_prefix\":%u,\"ipv6_prefix\":%u,"
 	       "\"networks\":%u,\"generation\":%u},\"counters\":{",
-	       h->monitor ? "monitor" : "enforce", h->max_total,
+	       mode_name(h->monitor), h->max_total,
 	       action_name(h->action), h->ipv4_prefix, h->ipv6_prefix,
 	       h->networks, h->settings_gen);
 	for (i = 0; i < sizeof counter_names / sizeof *counter_names; i++)
@@ -393,9 +416,9 @@ static void print_prom(const struct cl_zone_hdr *h, const char *zone,
 	prom_head("connlimit_capacity", "gauge",
 		  "Connection records in the table.");
 	prom_sample("connlimit_capacity", zone, NULL, NULL, h->nconns);
-	prom_head("connlimit_open", "gauge",
+	prom_head("connlimit_counted", "gauge",
 		  "Connections the table counts as open.");
-	prom_sample("connlimit_open", zone, NULL, NULL, h->open_total);
+	prom_sample("connlimit_counted", zone, NULL, NULL, h->open_total);
 	prom_head("connlimit_clients", "gauge",
 		  "Clients with connections open.");
 	prom_sample("connlimit_clients", zone, NULL, NULL, total);

@@ -52,12 +52,13 @@ struct cl_zone_hdr {
 	uint32_t sweep_next;	/* client slot where the next one starts */
 	/* The settings of the process that accepted last, for status. */
 	uint32_t max_total;
-	uint8_t monitor;	/* 1 in monitor mode */
+	uint8_t monitor;	/* 1 monitor mode, 2 passing everything */
 	uint8_t action;		/* 0 reset, 1 close, 2 message */
 	uint8_t ipv4_prefix;
 	uint8_t ipv6_prefix;
 	uint32_t networks;	/* exempt and limit networks */
-	uint32_t settings_gen;	/* bumped when another settings applies */
+	uint32_t settings_gen;	/* bumped when other settings apply: a
+				 * reload, or another process's */
 	uint8_t reserved[32];
 };
 

@@ -24,7 +24,7 @@
 
 static void raw_close(int fd)
 {
-	syscall(SYS_close, fd);
+	CL_SYS(SYS_close, fd);
 }
 
 static uint64_t zone_size(uint32_t nconns, uint32_t *nbuckets)
@@ -54,7 +54,7 @@ static uint64_t zone_seed(void)
 	uint64_t seed = 0;
 	struct timespec ts;
 
-	if (syscall(SYS_getrandom, &seed, sizeof seed, 1) == sizeof seed)
+	if (CL_SYS(SYS_getrandom, &seed, sizeof seed, 1) == sizeof seed)
 		return seed;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^
@@ -95,7 +95,7 @@ static int zone_default(uint32_t capacity, struct cl_zone *z)
 	void *base = NULL;
 	int fd;
 
-	fd = (int)syscall(SYS_memfd_create, "connlimit-zone", MFD_CLOEXEC);
+	fd = (int)CL_SYS(SYS_memfd_create, "connlimit-zone", MFD_CLOEXEC);
 	if (fd >= 0) {
 		if (ftruncate(fd, (off_t)size) == 0)
 			base = map_fd(fd, size);

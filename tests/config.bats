@@ -276,7 +276,8 @@ s5_start() {
 
 @test "a zone in a file fixed after a bad start-up is ignored with a warning" {
 	local zone
-	zone=$(new_zone)
+	new_zone
+	zone=$ZONE
 	conf_replace "zone = $zone" 'max_per_ip = one'
 	conf_server srv
 	conf_replace "zone = $zone" 'max_per_ip = 1'
@@ -368,7 +369,8 @@ strict_run() {
 # one named zone, limit 1, with ports = PORTS where @ stands for A_PORT.
 ports_pair() {
 	local zone
-	zone=$(new_zone)
+	new_zone
+	zone=$ZONE
 	A_PORT=$(free_port)
 	env_server a CONNLIMIT_ZONE="$zone" CONNLIMIT_MAX_PER_IP=1 \
 		CONNLIMIT_PORTS="${1//@/$A_PORT}" -- -p "$A_PORT"

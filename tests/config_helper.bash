@@ -106,11 +106,11 @@ env_server() {
 	start_server "$name" preload_env "${vars[@]}" "$BIN/tserver" "$@"
 }
 
-# new_zone: a zone name for this test, removed in teardown.
+# new_zone: sets ZONE to a zone name for this test, removed in teardown.
+# (Not printed: $(new_zone) would register it in a subshell only.)
 new_zone() {
-	local name="bats-config-$$-${BATS_SUITE_TEST_NUMBER:-0}-$RANDOM"
-	CONFIG_ZONES+=("$name")
-	printf '%s\n' "$name"
+	ZONE="bats-config-$$-${BATS_SUITE_TEST_NUMBER:-0}-$RANDOM"
+	CONFIG_ZONES+=("$ZONE")
 }
 
 # open_on NAME: connections tserver NAME accepted and has not yet closed.

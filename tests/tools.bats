@@ -580,7 +580,7 @@ cc_prog() {
 import json, sys
 d = json.loads(sys.argv[1])
 c = d["counters"]
-print(d["max_per_ip"], d["open"], d["client_count"], c["admitted"],
+print(d["max_per_ip"], d["counted"], d["client_count"], c["admitted"],
       c["refused"], c["monitor_would_refuse"], c["released_close"],
       c["released_kernel"], c["table_full"])
 for r in d["clients"]:
@@ -630,7 +630,7 @@ prom_check() {
 	SHM_FILES+=("/dev/shm/connlimit.$odd")
 	cp "/dev/shm/connlimit.$zone" "/dev/shm/connlimit.$odd"
 	run -0 "$LAUNCHER" status --prometheus "$odd"
-	assert_output_has '^connlimit_open\{zone="we\\"ird\\\\name"\} 0$'
+	assert_output_has '^connlimit_counted\{zone="we\\"ird\\\\name"\} 0$'
 	run -0 "$LAUNCHER" status --json "$odd"
 	assert_output_has '^\{"zone":"we\\"ird\\\\name",'
 }
