@@ -257,7 +257,8 @@ static ssize_t file_read(char **text, struct file_sig *sig,
 	struct stat st, after;
 	ssize_t r, got = 0;
 	char *buf;
-	int fd = open(file_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO or a tty named here must not hang accept. */
+	int fd = open(file_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
 	*why = NULL;
 	memset(sig, 0, sizeof *sig);

@@ -160,7 +160,7 @@ void cl_release_taken(const struct cl_taken *t)
 	struct cl_zone *z = cl.zone;
 	uint32_t idx = FD_IDX(t->w), gen = FD_GEN(t->w);
 
-	if (!(t->w & FD_CONN) || !z || idx >= z->hdr->nconns)
+	if (!(t->w & FD_CONN) || !z || idx >= z->nconns)
 		return;
 	/* -2: no check possible right now; the sweep will make it later. */
 	if (t->shared && cl_kcheck_record(z, idx, gen, CLC_REL_CLOSE) != -1)
@@ -227,7 +227,7 @@ static void log_table_full(void)
 	if (!CAS(&logged, &zero, 1))
 		return;
 	cl_line_start(&l, "warn event=table-full");
-	cl_line_ku(&l, "capacity", cl.zone->hdr->nconns);
+	cl_line_ku(&l, "capacity", cl.zone->nconns);
 	cl_line_kq(&l, "action", "admitting uncounted connections; raise "
 		   "CONNLIMIT_CAPACITY");
 	cl_line_emit(&l, CL_LOG_WARN);
@@ -302,7 +302,7 @@ static void sweep(struct cl_zone *z)
 {
 	struct cl_zone_hdr *h = z->hdr;
 	uint32_t now = cl_now_ms(), last = LOAD(&h->sweep_ms);
-	uint32_t n = h->nbuckets * CL_SLOTS, i, k, done = 0;
+	uint32_t n = z->nbuckets * CL_SLOTS, i, k, done = 0;
 
 	if (now - last < SWEEP_EVERY_MS || !CAS(&h->sweep_ms, &last, now))
 		return;

@@ -78,6 +78,8 @@ static void collect(struct cl_zone *z, uint32_t client, int only_idx,
 {
 	uint32_t i, end = LOAD(&z->hdr->conn_hwm), s;
 
+	if (end > z->nconns)
+		end = z->nconns;
 	ws->n = 0;
 	if (only_idx >= 0) {
 		*from = (uint32_t)only_idx;
@@ -209,6 +211,9 @@ int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
 	uint32_t end = LOAD(&z->hdr->conn_hwm);
 	int r, released = 0, batch;
 
+	if (end > z->nconns)
+		end = z->nconns;
+
 	if (!cl_kcheck_available())
 		return -1;
 	for (batch = 0; batch < MAX_BATCHES && from < end; batch++) {
@@ -234,7 +239,7 @@ int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen, int why)
 	struct wants ws = { .d = d, .idx = i, .gen = g, .cap = 1 };
 	uint32_t client;
 
-	if (!cl_kcheck_available())
+	if (!cl_kcheck_available() || idx >= z->nconns)
 		return -1;
 	client = LOAD(&z->conns[idx].client);
 	collect(z, client, (int)idx, gen, &from, &ws);

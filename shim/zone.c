@@ -216,7 +216,7 @@ static void hwm_raise(struct cl_zone_hdr *h, uint32_t end)
 static int conn_alloc(struct cl_zone *z, uint32_t *gen)
 {
 	struct cl_zone_hdr *h = z->hdr;
-	uint32_t n = h->nconns, start = LOAD(&h->conn_hint), i, k, s;
+	uint32_t n = z->nconns, start = LOAD(&h->conn_hint), i, k, s;
 
 	for (k = 0; k < n; k++) {
 		i = (start + k) % n;
@@ -254,7 +254,7 @@ static void conn_fill(struct cl_zone *z, uint32_t idx, uint32_t gen,
 static int client_admit(struct cl_zone *z, const struct cl_key *k,
 			unsigned plen, uint32_t limit, struct cl_admit *a)
 {
-	uint32_t nb = z->hdr->nbuckets;
+	uint32_t nb = z->nbuckets;
 	uint32_t bi = (uint32_t)(cl_key_hash(k, z->hdr->seed) % nb);
 	struct cl_bucket *b = &z->buckets[bi];
 	uint64_t s;
@@ -351,7 +351,7 @@ int cl_zone_release(struct cl_zone *z, uint32_t idx, uint32_t gen, int why)
 	struct cl_conn *c;
 	uint32_t client, s;
 
-	if (idx >= z->hdr->nconns)
+	if (idx >= z->nconns)
 		return 0;
 	c = &z->conns[idx];
 	client = LOAD(&c->client);

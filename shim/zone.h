@@ -119,16 +119,26 @@ _Static_assert(sizeof(struct cl_client) == 64, "client layout");
 _Static_assert(sizeof(struct cl_bucket) == 8 + 8 * 64, "bucket layout");
 _Static_assert(sizeof(struct cl_conn) == 48, "conn layout");
 
-/* A mapped zone as this process sees it. */
+/*
+ * A mapped zone as this process sees it.  The sizes are copied at attach
+ * and never read from the shared header again: a header scribbled on by
+ * another program must not steer indexing.
+ */
 struct cl_zone {
 	struct cl_zone_hdr *hdr;
 	struct cl_bucket *buckets;
 	struct cl_conn *conns;
+	uint32_t nbuckets;
+	uint32_t nconns;
 };
 
+/* Client slot @i; an index out of range (a corrupted record) maps to
+ * slot 0 rather than outside the table. */
 static inline struct cl_client *cl_zone_client(struct cl_zone *z,
 					       uint32_t i)
 {
+	if (i >= z->nbuckets * CL_SLOTS)
+		i = 0;
 	return &z->buckets[i / CL_SLOTS].slot[i % CL_SLOTS];
 }
 

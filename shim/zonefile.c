@@ -43,9 +43,11 @@ static void zone_bind(struct cl_zone *z, void *base)
 	char *p = base;
 
 	z->hdr = base;
+	z->nbuckets = z->hdr->nbuckets;
+	z->nconns = z->hdr->nconns;
 	z->buckets = (void *)(p + sizeof(struct cl_zone_hdr));
 	z->conns = (void *)(p + sizeof(struct cl_zone_hdr) +
-			    (uint64_t)z->hdr->nbuckets *
+			    (uint64_t)z->nbuckets *
 				    sizeof(struct cl_bucket));
 }
 
