@@ -740,7 +740,7 @@ flood_bare() {
 lat_row() {
 	local f=$TMP/$1.runs
 
-	md "$(printf '| %s | %d | %d | %s | %s | %s |' "$2" \
+	md "$(printf '| %s | %d | %d | %.0f | %.0f | %.0f |' "$2" \
 		"$(col_of ok "$f" | awk '{ s += $1 } END { print s + 0 }')" \
 		"$(cat <(col_of timeouts "$f") <(col_of unfinished "$f") |
 			awk '{ s += $1 } END { print s + 0 }')" \

@@ -111,7 +111,20 @@ struct cl_fdent {
 	uint32_t shared;	/* 1 once dup'ed or sent to another process */
 };
 
-CL_HIDDEN struct cl_fdent *cl_fd_peek(int fd);
+#define CL_FD_SHIFT 12		/* 4096 entries a page */
+extern CL_HIDDEN struct cl_fdent *cl_fd_pages[FD_MAX >> CL_FD_SHIFT];
+
+/* The entry of @fd, or NULL: inline, since every close starts here. */
+static inline struct cl_fdent *cl_fd_peek(int fd)
+{
+	struct cl_fdent *p;
+
+	if ((unsigned)fd >= FD_MAX)
+		return NULL;
+	p = __atomic_load_n(&cl_fd_pages[(unsigned)fd >> CL_FD_SHIFT],
+			    __ATOMIC_ACQUIRE);
+	return p ? &p[(unsigned)fd & ((1u << CL_FD_SHIFT) - 1)] : NULL;
+}
 CL_HIDDEN struct cl_fdent *cl_fd_get(int fd);
 CL_HIDDEN uint64_t cl_fd_conn_word(uint32_t idx, uint32_t gen);
 CL_HIDDEN void cl_fd_foreach(unsigned lo, unsigned hi,

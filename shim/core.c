@@ -18,10 +18,20 @@
 #include "cl.h"
 #include "policy.h"
 
-#define KCHECK_EVERY_MS 10	/* per client, before refusing it */
+/*
+ * Kernel checks cost a netlink dump that walks the host's TCP table
+ * (milliseconds on a busy host), so they are rationed.  Per client: at
+ * most every KCHECK_EVERY_MS, doubling after each check that released
+ * nothing, up to KCHECK_EVERY_MS << KCHECK_BACKOFF_MAX (1.28 s): a client
+ * flooding at its limit is checked about once a second, a client whose
+ * holders just died at once.  Per zone: at most KCHECKS_PER_S a second.
+ */
+#define KCHECK_EVERY_MS 10
+#define KCHECK_BACKOFF_MAX 7
+#define KCHECKS_PER_S 50
 #define SWEEP_EVERY_MS 1000	/* per zone, a few clients from accept */
-#define SWEEP_CLIENTS 8
-#define SWEEP_SLOTS 16384	/* a few hundred microseconds of loads */
+#define SWEEP_CLIENTS 2
+#define SWEEP_RECORDS 4096	/* records looked at per sweep */
 #define CHECK_WAIT_SPINS 20000	/* sched_yield()s: tens of ms when busy */
 #define CL_LOG_WINDOW_S 10	/* refusal lines: per client per window */
 #define CL_LOG_BURST 5
@@ -281,40 +291,64 @@ static void log_refusal(struct cl_client *cc, const struct cl_peer *p,
 	cl_line_emit(&l, CL_LOG_WARN);
 }
 
+/* One more kernel check this second for the zone, if the budget allows. */
+static int check_budget(struct cl_zone_hdr *h, uint32_t now)
+{
+	uint32_t sec = now / 1000, cur = LOAD(&h->check_sec);
+
+	if (cur != sec && CAS(&h->check_sec, &cur, sec))
+		STORE(&h->check_n, 0);
+	return ADD(&h->check_n, 1) <= KCHECKS_PER_S;
+}
+
 /* A kernel check of one client, marked so that refusals wait for it. */
 static void check_client(struct cl_zone *z, uint32_t client, uint32_t now)
 {
 	struct cl_client *cc = cl_zone_client(z, client);
+	uint32_t b;
+	int r;
 
 	STORE(&cc->verify_ms, now);
 	STORE(&cc->checking, (uint32_t)cl.pid);
-	cl_kcheck_client(z, client, CLC_REL_KERNEL);
+	r = cl_kcheck_client(z, client, CLC_REL_KERNEL);
 	STORE(&cc->checking, 0);
+	b = LOAD(&cc->backoff);
+	if (r > 0)
+		STORE(&cc->backoff, 0);
+	else if (b < KCHECK_BACKOFF_MAX)
+		STORE(&cc->backoff, b + 1);
 }
 
 /*
  * Heal what no close reported (killed holders, exec'd children, passed
  * descriptors) while the server is idle for that client: once a second
- * per zone, whichever process accepts checks the next few clients that
- * hold connections.  Bounded: SWEEP_SLOTS slots and SWEEP_CLIENTS checks.
+ * per zone, whichever process accepts looks at the next SWEEP_RECORDS
+ * records (only the used part of the table, so no page is made resident
+ * for nothing) and checks up to SWEEP_CLIENTS clients not checked for a
+ * second.
  */
 static void sweep(struct cl_zone *z)
 {
 	struct cl_zone_hdr *h = z->hdr;
-	uint32_t now = cl_now_ms(), last = LOAD(&h->sweep_ms);
-	uint32_t n = z->nbuckets * CL_SLOTS, i, k, done = 0;
+	uint32_t now = cl_now_ms(), last = LOAD(&h->sweep_ms), hwm, i, k, c;
+	int done = 0;
 
 	if (now - last < SWEEP_EVERY_MS || !CAS(&h->sweep_ms, &last, now))
 		return;
-	i = LOAD(&h->sweep_next) % n;
-	for (k = 0; k < SWEEP_SLOTS && k < n && done < SWEEP_CLIENTS; k++) {
-		uint64_t s = LOAD(&cl_zone_client(z, i)->state);
-
-		if (CL_CS_KIND(s) == CL_CS_LIVE && CL_CS_COUNT(s) > 0) {
-			check_client(z, i, now);
-			done++;
+	hwm = LOAD(&h->conn_hwm);
+	if (hwm > z->nconns)
+		hwm = z->nconns;
+	i = hwm ? LOAD(&h->sweep_next) % hwm : 0;
+	for (k = 0; k < SWEEP_RECORDS && k < hwm && done < SWEEP_CLIENTS; k++) {
+		if (CL_RS_ST(LOAD(&z->conns[i].state)) == CL_RS_LIVE) {
+			c = LOAD(&z->conns[i].client);
+			if (now - LOAD(&cl_zone_client(z, c)->verify_ms) >=
+			    SWEEP_EVERY_MS && check_budget(h, now)) {
+				check_client(z, c, now);
+				done++;
+			}
 		}
-		i = (i + 1) % n;
+		i = (i + 1) % hwm;
 	}
 	STORE(&h->sweep_next, i);
 }
@@ -329,21 +363,28 @@ static void wait_check(struct cl_client *cc)
 }
 
 /*
- * Refused: first drop records of sockets the kernel no longer has, at
- * most every KCHECK_EVERY_MS per client.  When another caller checked
- * just now, or is checking, wait for that check instead.  Either way
- * the caller then tries to admit again: the count may have dropped.
+ * Refused: first drop records of sockets the kernel no longer has (see
+ * the rationing above).  While another caller is checking a client whose
+ * checks lately did release something (holders that died), wait for
+ * that check: a burst of reconnects must not be refused on the count it
+ * is about to correct.  Either way the caller then tries to admit again.
  */
 static void recheck(struct cl_zone *z, const struct cl_admit *a)
 {
 	struct cl_client *cc = cl_zone_client(z, a->client);
 	uint32_t now = cl_now_ms(), last = LOAD(&cc->verify_ms);
+	uint32_t b = LOAD(&cc->backoff);
 
-	if (now - last < KCHECK_EVERY_MS || !CAS(&cc->verify_ms, &last, now)) {
-		wait_check(cc);
+	if (b > KCHECK_BACKOFF_MAX)
+		b = KCHECK_BACKOFF_MAX;
+	if (now - last < (uint32_t)KCHECK_EVERY_MS << b ||
+	    !CAS(&cc->verify_ms, &last, now)) {
+		if (b == 0)
+			wait_check(cc);
 		return;
 	}
-	check_client(z, a->client, now);
+	if (check_budget(z->hdr, now))
+		check_client(z, a->client, now);
 }
 
 static void log_over_total(const struct cl_peer *p, const struct cl_admit *a,
@@ -408,13 +449,16 @@ static int admit(const struct cl_settings *s, const struct cl_peer *p,
 {
 	struct cl_zone *z = cl.zone;
 	int exempt, r;
-	uint32_t limit = cl_policy_lookup(&s->policy, &p->key, s->max_per_ip,
-					  &exempt);
+	uint32_t limit = s->max_per_ip;
 	struct cl_peer k = *p;
 
+	exempt = 0;
+	if (s->ncidr)
+		limit = cl_policy_lookup(&s->policy, &p->key, s->max_per_ip,
+					 &exempt);
 	/* An exempt host counts under its own address, not its subnet's:
 	 * a health checker must not use up its neighbours' budget. */
-	if (!exempt) {
+	if (!exempt && (s->ipv4_prefix < 32 || s->ipv6_prefix < 128)) {
 		cl_key_apply_prefix(&k.key, s->ipv4_prefix, s->ipv6_prefix);
 		k.plen = (uint8_t)(cl_key_is_v4(&k.key) ? 96 + s->ipv4_prefix
 							: s->ipv6_prefix);

@@ -12,22 +12,12 @@
 
 #include "cl.h"
 
-#define PAGE_SHIFT 12
+#define PAGE_SHIFT CL_FD_SHIFT
 #define PAGE_FDS (1u << PAGE_SHIFT)
 #define NPAGES (FD_MAX / PAGE_FDS)
 
-static struct cl_fdent *pages[NPAGES];
-
-struct cl_fdent *cl_fd_peek(int fd)
-{
-	struct cl_fdent *p;
-
-	if ((unsigned)fd >= FD_MAX)
-		return NULL;
-	p = __atomic_load_n(&pages[(unsigned)fd >> PAGE_SHIFT],
-			    __ATOMIC_ACQUIRE);
-	return p ? &p[(unsigned)fd & (PAGE_FDS - 1)] : NULL;
-}
+struct cl_fdent *cl_fd_pages[NPAGES];
+#define pages cl_fd_pages
 
 /* Like cl_fd_peek, mapping the page if needed; NULL if out of memory. */
 struct cl_fdent *cl_fd_get(int fd)

@@ -147,6 +147,7 @@ static void client_reset(struct cl_client *c)
 {
 	STORE(&c->excess_ms, 0);
 	STORE(&c->excess, 0);
+	STORE(&c->backoff, 0);
 	STORE(&c->verify_ms, 0);
 	STORE(&c->log_sec, 0);
 	STORE(&c->log_n, 0);

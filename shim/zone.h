@@ -59,7 +59,9 @@ struct cl_zone_hdr {
 	uint32_t networks;	/* exempt and limit networks */
 	uint32_t settings_gen;	/* bumped when other settings apply: a
 				 * reload, or another process's */
-	uint8_t reserved[32];
+	uint32_t check_sec;	/* kernel-check budget: this second, */
+	uint32_t check_n;	/* and the checks made in it */
+	uint8_t reserved[24];
 };
 
 /* Client state word: kind (2 bits) | version (30 bits) | count (32 bits). */
@@ -84,7 +86,7 @@ struct cl_client {
 	uint32_t excess_ms;	/* when count > live records was first seen */
 	uint32_t excess;	/* by how much */
 	uint32_t checking;	/* pid making a kernel check of it, or 0 */
-	uint32_t pad;
+	uint32_t backoff;	/* checks that found nothing to release */
 };
 
 struct cl_bucket {
