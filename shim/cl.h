@@ -64,6 +64,7 @@ CL_HIDDEN const struct cl_settings *cl_config_init(void);
 CL_HIDDEN const struct cl_settings *cl_rules(void);
 CL_HIDDEN void cl_config_poll(void);
 CL_HIDDEN void cl_config_started(void);
+CL_HIDDEN void cl_config_failed(void);
 
 /* ---- log.c ---- */
 enum { CL_LOG_ERROR, CL_LOG_WARN, CL_LOG_INFO, CL_LOG_DEBUG };

@@ -520,6 +520,13 @@ void cl_config_started(void)
 	started = 1;
 }
 
+/* Start-up failed past the settings (the table): strict = 1 exits. */
+void cl_config_failed(void)
+{
+	if (strict_wanted())
+		strict_exit();
+}
+
 /* The settings that size the table: in force, else the environment's. */
 const struct cl_settings *cl_config_startup(void)
 {

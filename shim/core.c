@@ -117,6 +117,8 @@ static void init_once(void)
 	if (s && cl_zone_open(s->capacity, s->zone, s->max_per_ip,
 			      &zone) == 0)
 		cl.zone = &zone;
+	else if (s)
+		cl_config_failed();	/* logged; exits with strict = 1 */
 	cl_config_started();
 	if (cl.zone)
 		publish_settings(zone.hdr, cl_rules());
@@ -325,25 +327,23 @@ static void check_client(struct cl_zone *z, uint32_t client, uint32_t now)
  * per zone, whichever process accepts looks at the next SWEEP_RECORDS
  * records (only the used part of the table, so no page is made resident
  * for nothing) and checks up to SWEEP_CLIENTS clients not checked for a
- * second.
+ * second.  A refusal for max_total runs the same walk at once.
  */
-static void sweep(struct cl_zone *z)
+static void sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
+		      int max_clients)
 {
 	struct cl_zone_hdr *h = z->hdr;
-	uint32_t now = cl_now_ms(), last = LOAD(&h->sweep_ms), hwm, i, k, c;
+	uint32_t hwm = LOAD(&h->conn_hwm), i, k, c;
 	int done = 0;
 
-	if (now - last < SWEEP_EVERY_MS || !CAS(&h->sweep_ms, &last, now))
-		return;
-	hwm = LOAD(&h->conn_hwm);
 	if (hwm > z->nconns)
 		hwm = z->nconns;
 	i = hwm ? LOAD(&h->sweep_next) % hwm : 0;
-	for (k = 0; k < SWEEP_RECORDS && k < hwm && done < SWEEP_CLIENTS; k++) {
+	for (k = 0; k < SWEEP_RECORDS && k < hwm && done < max_clients; k++) {
 		if (CL_RS_ST(LOAD(&z->conns[i].state)) == CL_RS_LIVE) {
 			c = LOAD(&z->conns[i].client);
 			if (now - LOAD(&cl_zone_client(z, c)->verify_ms) >=
-			    SWEEP_EVERY_MS && check_budget(h, now)) {
+			    min_age && check_budget(h, now)) {
 				check_client(z, c, now);
 				done++;
 			}
@@ -351,6 +351,16 @@ static void sweep(struct cl_zone *z)
 		i = (i + 1) % hwm;
 	}
 	STORE(&h->sweep_next, i);
+}
+
+static void sweep(struct cl_zone *z)
+{
+	uint32_t now = cl_now_ms(), last = LOAD(&z->hdr->sweep_ms);
+
+	if (now - last < SWEEP_EVERY_MS ||
+	    !CAS(&z->hdr->sweep_ms, &last, now))
+		return;
+	sweep_run(z, now, SWEEP_EVERY_MS, SWEEP_CLIENTS);
 }
 
 /* Another process is checking this client: let it finish, bounded. */
@@ -466,6 +476,11 @@ static int admit(const struct cl_settings *s, const struct cl_peer *p,
 	r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
 	if (r == CL_REFUSE) {
 		recheck(z, a);
+		r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
+	} else if (r == CL_REFUSE_TOTAL) {
+		/* The total is full: stale records of any client may fill
+		 * it; check a few clients not checked lately. */
+		sweep_run(z, cl_now_ms(), KCHECK_EVERY_MS, SWEEP_CLIENTS);
 		r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
 	}
 	if (s->mode == CL_MODE_MONITOR &&

@@ -62,6 +62,7 @@ static struct {
 	sendmsg_fn sendmsg;
 	FILE *(*popen)(const char *, const char *);
 	int (*system)(const char *);
+	int (*sendmmsg)(int, struct mmsghdr *, unsigned, int);
 } real;
 
 extern int _IO_fclose(FILE *);	/* glibc's own fclose, for before start-up */
@@ -93,6 +94,8 @@ void cl_resolve_reals(void)
 	real.sendmsg = (sendmsg_fn)next("sendmsg");
 	real.popen = (FILE * (*)(const char *, const char *))next("popen");
 	real.system = (int (*)(const char *))next("system");
+	real.sendmmsg = (int (*)(int, struct mmsghdr *, unsigned, int))
+		next("sendmmsg");
 }
 
 /* ---- calls into libc, or the kernel before start-up ---- */
@@ -201,44 +204,19 @@ static int vfork_child(void)
 /* ---- accept ---- */
 
 /*
- * Where accept writes the peer: the caller's own buffer when it gave one,
- * so that the kernel validates it (EFAULT, EINVAL) exactly as without
- * the library, else a buffer of ours (accept(fd, NULL, NULL) is common).
+ * accept writes the peer into a buffer of ours, never the caller's: the
+ * admission must not read memory the program can change meanwhile (a
+ * buffer shared by accepting threads).  The caller's gets a copy, with
+ * the kernel's truncation rule.  (An invalid caller pointer therefore
+ * faults here where the kernel would return EFAULT: see Limitations.)
  */
-struct peer_buf {
-	struct sockaddr *sa;	/* what the kernel writes into */
-	socklen_t *len;
-	socklen_t orig;		/* the caller's *len, restored per retry */
-	socklen_t own_len;
-	struct sockaddr_storage own;
-};
-
-static void peer_buf_init(struct peer_buf *b, struct sockaddr *sa,
-			  socklen_t *len)
+static void copy_out(struct sockaddr *sa, socklen_t *len,
+		     const struct sockaddr_storage *ss, socklen_t got)
 {
-	b->sa = sa ? sa : (struct sockaddr *)&b->own;
-	b->len = sa ? len : &b->own_len;
-	b->orig = sa ? *len : 0;
-}
-
-static void peer_buf_reset(struct peer_buf *b)
-{
-	*b->len = b->sa == (struct sockaddr *)&b->own ? sizeof b->own
-						      : b->orig;
-}
-
-/* The full peer address of @c; only a truncated one costs a syscall. */
-static const struct sockaddr *peer_of(int c, struct peer_buf *b,
-				      socklen_t *plen)
-{
-	if (b->sa == (struct sockaddr *)&b->own || *b->len <= b->orig) {
-		*plen = *b->len;
-		return b->sa;
-	}
-	*plen = sizeof b->own;
-	if (getpeername(c, (struct sockaddr *)&b->own, plen) < 0)
-		*plen = 0;
-	return (struct sockaddr *)&b->own;
+	if (!sa)
+		return;
+	memcpy(sa, ss, got < *len ? got : *len);
+	*len = got;
 }
 
 /*
@@ -279,22 +257,20 @@ static int limited_accept(int lfd, struct sockaddr *sa, socklen_t *len,
 			  int flags, int four)
 {
 	const struct cl_settings *s = NULL;
-	const struct sockaddr *peer;
-	struct peer_buf b;
-	socklen_t plen;
+	struct sockaddr_storage ss;
+	socklen_t got;
 	int c, saved = errno, cs, how;
 
-	peer_buf_init(&b, sa, len);
 	for (;;) {
-		peer_buf_reset(&b);
-		c = do_accept(lfd, b.sa, b.len, flags, four);
+		got = sizeof ss;
+		c = do_accept(lfd, (struct sockaddr *)&ss, &got, flags, four);
 		if (c < 0)
 			return c;
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
-		peer = peer_of(c, &b, &plen);
-		how = cl_track(c, lfd, peer, plen, &s);
+		how = cl_track(c, lfd, (struct sockaddr *)&ss, got, &s);
 		if (!how) {
 			pthread_setcancelstate(cs, NULL);
+			copy_out(sa, len, &ss, got);
 			errno = saved;
 			return c;
 		}
@@ -311,8 +287,9 @@ static int limited_accept(int lfd, struct sockaddr *sa, socklen_t *len,
 static int accept_common(int fd, struct sockaddr *sa, socklen_t *len,
 			 int flags, int four)
 {
-	/* accept(fd, addr, NULL) must fail in the kernel as it would. */
-	if (!cl_ready() || !cl.zone || (sa && !len))
+	/* accept(fd, addr, NULL) and a negative length must fail in the
+	 * kernel as they would. */
+	if (!cl_ready() || !cl.zone || (sa && (!len || (int)*len < 0)))
 		return do_accept(fd, sa, len, flags, four);
 	return limited_accept(fd, sa, len, flags, four);
 }
@@ -684,6 +661,19 @@ static void mark_passed(const struct msghdr *m)
 			cl_mark_shared(fd);
 		}
 	}
+}
+
+EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+	unsigned i;
+
+	if (v && cl_ready())
+		for (i = 0; i < n; i++)
+			if (v[i].msg_hdr.msg_controllen)
+				mark_passed(&v[i].msg_hdr);
+	if (!real.sendmmsg)
+		return (int)CL_SYS(SYS_sendmmsg, fd, v, n, flags);
+	return real.sendmmsg(fd, v, n, flags);
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)

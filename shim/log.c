@@ -193,8 +193,9 @@ static void write_all(int fd, const char *p, size_t len)
  */
 static void emit_file(const char *path, const struct cl_line *l)
 {
+	/* O_NONBLOCK: a FIFO without a reader must not hang accept. */
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
-			    O_NOCTTY, 0640);
+			    O_NOCTTY | O_NONBLOCK, 0640);
 
 	if (fd < 0)
 		return;

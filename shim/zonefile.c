@@ -90,6 +90,33 @@ static void *map_fd(int fd, uint64_t size)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+static void zone_error(const char *name, const char *expected,
+		       const char *reason)
+{
+	struct cl_line l;
+
+	cl_line_start(&l, "error");
+	cl_line_kv(&l, "setting", "CONNLIMIT_ZONE");
+	cl_line_kq(&l, "value", name);
+	cl_line_kq(&l, "expected", expected);
+	cl_line_kq(&l, "reason", reason);
+	cl_line_str(&l, "; passing all connections through");
+	cl_line_emit(&l, CL_LOG_ERROR);
+}
+
+static void zone_error_default(uint32_t capacity)
+{
+	struct cl_line l;
+
+	cl_line_start(&l, "error");
+	cl_line_kv(&l, "setting", "CONNLIMIT_CAPACITY");
+	cl_line_ku(&l, "value", capacity);
+	cl_line_kq(&l, "expected", "a table that fits in memory");
+	cl_line_kq(&l, "reason", "mmap of the default zone failed");
+	cl_line_str(&l, "; passing all connections through");
+	cl_line_emit(&l, CL_LOG_ERROR);
+}
+
 static int zone_default(uint32_t capacity, struct cl_zone *z)
 {
 	uint32_t nb;
@@ -106,26 +133,14 @@ static int zone_default(uint32_t capacity, struct cl_zone *z)
 	if (!base) {
 		base = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-		if (base == MAP_FAILED)
+		if (base == MAP_FAILED) {
+			zone_error_default(capacity);
 			return -ENOMEM;
+		}
 	}
 	zone_format(base, size, capacity, nb);
 	zone_bind(z, base);
 	return 0;
-}
-
-static void zone_error(const char *name, const char *expected,
-		       const char *reason)
-{
-	struct cl_line l;
-
-	cl_line_start(&l, "error");
-	cl_line_kv(&l, "setting", "CONNLIMIT_ZONE");
-	cl_line_kq(&l, "value", name);
-	cl_line_kq(&l, "expected", expected);
-	cl_line_kq(&l, "reason", reason);
-	cl_line_str(&l, "; passing all connections through");
-	cl_line_emit(&l, CL_LOG_ERROR);
 }
 
 /* Check a mapped header against what this build understands. */
@@ -151,10 +166,16 @@ static int zone_attach(const char *name, const char *path, struct cl_zone *z)
 	struct stat st;
 	const char *why;
 	void *base;
-	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		int err = errno;
+
+		if (err != ENOENT)
+			zone_error(name, "a zone file owned by this user, mode "
+				   "0600", strerror(err));
+		return -err;
+	}
 	if (fstat(fd, &st) < 0 || st.st_uid != geteuid() ||
 	    (st.st_mode & 077) || (uint64_t)st.st_size <
 	    sizeof(struct cl_zone_hdr)) {
@@ -163,10 +184,13 @@ static int zone_attach(const char *name, const char *path, struct cl_zone *z)
 			   "owned by another user, open to others, or empty");
 		return -EPERM;
 	}
-	base = map_fd(fd, (uint64_t)st.st_size);
+	base = S_ISREG(st.st_mode) ? map_fd(fd, (uint64_t)st.st_size) : NULL;
 	raw_close(fd);
-	if (!base)
+	if (!base) {
+		zone_error(name, "a regular zone file that can be mapped",
+			   S_ISREG(st.st_mode) ? "mmap failed" : "not a file");
 		return -ENOMEM;
+	}
 	why = zone_check(base, (uint64_t)st.st_size);
 	if (why) {
 		munmap(base, (size_t)st.st_size);
