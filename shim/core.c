@@ -329,6 +329,16 @@ static void check_client(struct cl_zone *z, uint32_t client, uint32_t now)
  * for nothing) and checks up to SWEEP_CLIENTS clients not checked for a
  * second.  A refusal for max_total runs the same walk at once.
  */
+/* Not checked for @min_age ms, nor within the client's backoff. */
+static int due(struct cl_client *cc, uint32_t now, uint32_t min_age)
+{
+	uint32_t b = LOAD(&cc->backoff), wait;
+
+	wait = (uint32_t)KCHECK_EVERY_MS << (b < KCHECK_BACKOFF_MAX ?
+					     b : KCHECK_BACKOFF_MAX);
+	return now - LOAD(&cc->verify_ms) >= (wait > min_age ? wait : min_age);
+}
+
 static void sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
 		      int max_clients)
 {
@@ -342,8 +352,8 @@ static void sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
 	for (k = 0; k < SWEEP_RECORDS && k < hwm && done < max_clients; k++) {
 		if (CL_RS_ST(LOAD(&z->conns[i].state)) == CL_RS_LIVE) {
 			c = LOAD(&z->conns[i].client);
-			if (now - LOAD(&cl_zone_client(z, c)->verify_ms) >=
-			    min_age && check_budget(h, now)) {
+			if (due(cl_zone_client(z, c), now, min_age) &&
+			    check_budget(h, now)) {
 				check_client(z, c, now);
 				done++;
 			}

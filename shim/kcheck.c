@@ -19,9 +19,9 @@
 
 /* Records checked per dump: bounded stack for a close called from a
  * signal handler on a small alternate stack.  A client with more records
- * is checked in several batches, at most MAX_BATCHES per call. */
+ * is checked in batches, at most MAX_BATCHES per call. */
 #define MAX_WANT 64
-#define MAX_BATCHES 64
+#define MAX_BATCHES 2
 #define RECONCILE_MS 1000
 
 /* A batch of one client's records, as sock_diag sees them. */
@@ -70,22 +70,22 @@ static void want_add(struct wants *ws, const struct cl_conn *c,
 }
 
 /*
- * Gather live records of @client from index *@from on (or only record
- * @only_idx of generation @only_gen) into @ws; *@from moves past them.
+ * Gather live records of @client in [*@from, @stop) (or only record
+ * @only_idx of generation @only_gen) into @ws, at most ws->cap; *@from
+ * moves past what was looked at.
  */
 static void collect(struct cl_zone *z, uint32_t client, int only_idx,
-		    uint32_t only_gen, uint32_t *from, struct wants *ws)
+		    uint32_t only_gen, uint32_t *from, uint32_t stop,
+		    struct wants *ws)
 {
-	uint32_t i, end = LOAD(&z->hdr->conn_hwm), s;
+	uint32_t i, s;
 
-	if (end > z->nconns)
-		end = z->nconns;
 	ws->n = 0;
 	if (only_idx >= 0) {
 		*from = (uint32_t)only_idx;
-		end = *from + 1;
+		stop = *from + 1;
 	}
-	for (i = *from; i < end && ws->n < ws->cap; i++) {
+	for (i = *from; i < stop && ws->n < ws->cap; i++) {
 		const struct cl_conn *c = &z->conns[i];
 
 		s = LOAD(&c->state);
@@ -198,35 +198,49 @@ static int kcheck_run(struct cl_zone *z, uint32_t client, struct wants *ws,
 
 /*
  * Check client @client's live records against the kernel and release
- * those no process holds, counting them under @why.  Returns how many
- * were released; -1 if the kernel cannot be asked (then logged once, and
- * never asked again); -2 if this one check could not be made (no
- * descriptor or memory to spare right now).
+ * those no process holds, counting them under @why.  Each batch of
+ * MAX_WANT records costs a dump over the host's TCP table, so one call
+ * makes at most MAX_BATCHES, starting at a different place each time: a
+ * client with more records is covered over several calls.  Returns how
+ * many were released; -1 if the kernel cannot be asked (then logged
+ * once, and never asked again); -2 if this one check could not be made
+ * (no descriptor or memory to spare right now).
  */
 int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
 {
 	struct cl_diag_conn d[MAX_WANT];
-	uint32_t idx[MAX_WANT], gen[MAX_WANT], from = 0, live = 0;
+	uint32_t idx[MAX_WANT], gen[MAX_WANT], live = 0, start, from, stop;
 	struct wants ws = { .d = d, .idx = idx, .gen = gen, .cap = MAX_WANT };
 	uint32_t end = LOAD(&z->hdr->conn_hwm);
-	int r, released = 0, batch;
-
-	if (end > z->nconns)
-		end = z->nconns;
+	int r, released = 0, batch, all = 0;
 
 	if (!cl_kcheck_available())
 		return -1;
-	for (batch = 0; batch < MAX_BATCHES && from < end; batch++) {
-		collect(z, client, -1, 0, &from, &ws);
-		if (!ws.n)
+	if (end > z->nconns)
+		end = z->nconns;
+	start = end ? (cl_now_ms() * 2654435761u) % end : 0;
+	from = start;
+	stop = end;
+	for (batch = 0; batch < MAX_BATCHES; batch++) {
+		collect(z, client, -1, 0, &from, stop, &ws);
+		if (ws.n) {
+			r = kcheck_run(z, client, &ws, why);
+			if (r < 0)
+				return r;
+			released += r;
+			live += (uint32_t)(ws.n - r);
+		}
+		if (from < stop)
+			continue;		/* the batch was full */
+		if (stop == start || start == 0) {
+			all = 1;		/* every record was seen */
 			break;
-		r = kcheck_run(z, client, &ws, why);
-		if (r < 0)
-			return r;
-		released += r;
-		live += (uint32_t)(ws.n - r);
+		}
+		from = 0;			/* wrap to the part before start */
+		stop = start;
+		batch -= !ws.n;			/* an empty pass is free */
 	}
-	if (from >= end || !ws.n)
+	if (all)
 		reconcile(z, client, live);
 	return released;
 }
@@ -242,6 +256,6 @@ int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen, int why)
 	if (!cl_kcheck_available() || idx >= z->nconns)
 		return -1;
 	client = LOAD(&z->conns[idx].client);
-	collect(z, client, (int)idx, gen, &from, &ws);
+	collect(z, client, (int)idx, gen, &from, idx + 1, &ws);
 	return kcheck_run(z, client, &ws, why);
 }
