@@ -30,6 +30,7 @@
 #define KCHECK_BACKOFF_MAX 7
 #define KCHECKS_PER_S 50
 #define SWEEP_EVERY_MS 1000	/* per zone, a few clients from accept */
+#define SWEEP_MAX_GAP_MS 32000
 #define SWEEP_CLIENTS 2
 #define SWEEP_RECORDS 4096	/* records looked at per sweep */
 #define CHECK_WAIT_SPINS 20000	/* sched_yield()s: tens of ms when busy */
@@ -304,7 +305,7 @@ static int check_budget(struct cl_zone_hdr *h, uint32_t now)
 }
 
 /* A kernel check of one client, marked so that refusals wait for it. */
-static void check_client(struct cl_zone *z, uint32_t client, uint32_t now)
+static int check_client(struct cl_zone *z, uint32_t client, uint32_t now)
 {
 	struct cl_client *cc = cl_zone_client(z, client);
 	uint32_t b;
@@ -319,15 +320,16 @@ static void check_client(struct cl_zone *z, uint32_t client, uint32_t now)
 		STORE(&cc->backoff, 0);
 	else if (b < KCHECK_BACKOFF_MAX)
 		STORE(&cc->backoff, b + 1);
+	return r > 0 ? r : 0;
 }
 
 /*
  * Heal what no close reported (killed holders, exec'd children, passed
- * descriptors) while the server is idle for that client: once a second
- * per zone, whichever process accepts looks at the next SWEEP_RECORDS
+ * descriptors) while the server is idle for that client: now and then
+ * (see sweep) whichever process accepts looks at the next SWEEP_RECORDS
  * records (only the used part of the table, so no page is made resident
- * for nothing) and checks up to SWEEP_CLIENTS clients not checked for a
- * second.  A refusal for max_total runs the same walk at once.
+ * for nothing) and checks up to SWEEP_CLIENTS clients due a check.  A
+ * refusal for max_total runs the same walk at once.
  */
 /* Not checked for @min_age ms, nor within the client's backoff. */
 static int due(struct cl_client *cc, uint32_t now, uint32_t min_age)
@@ -339,12 +341,13 @@ static int due(struct cl_client *cc, uint32_t now, uint32_t min_age)
 	return now - LOAD(&cc->verify_ms) >= (wait > min_age ? wait : min_age);
 }
 
-static void sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
-		      int max_clients)
+/* Checks up to @max_clients clients due a check; how many released. */
+static int sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
+		     int max_clients)
 {
 	struct cl_zone_hdr *h = z->hdr;
 	uint32_t hwm = LOAD(&h->conn_hwm), i, k, c;
-	int done = 0;
+	int done = 0, released = 0;
 
 	if (hwm > z->nconns)
 		hwm = z->nconns;
@@ -354,23 +357,37 @@ static void sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
 			c = LOAD(&z->conns[i].client);
 			if (due(cl_zone_client(z, c), now, min_age) &&
 			    check_budget(h, now)) {
-				check_client(z, c, now);
+				released += check_client(z, c, now);
 				done++;
 			}
 		}
 		i = (i + 1) % hwm;
 	}
 	STORE(&h->sweep_next, i);
+	return released;
 }
 
+/*
+ * The background walk costs kernel dumps over the host's TCP table: a
+ * server holding 100k healthy connections must not pay them every
+ * second.  The gap between walks doubles after each that released
+ * nothing, up to SWEEP_MAX_GAP_MS, and drops back to SWEEP_EVERY_MS
+ * after one that released something.
+ */
 static void sweep(struct cl_zone *z)
 {
-	uint32_t now = cl_now_ms(), last = LOAD(&z->hdr->sweep_ms);
+	struct cl_zone_hdr *h = z->hdr;
+	uint32_t now = cl_now_ms(), last = LOAD(&h->sweep_ms);
+	uint32_t gap = LOAD(&h->sweep_gap);
 
-	if (now - last < SWEEP_EVERY_MS ||
-	    !CAS(&z->hdr->sweep_ms, &last, now))
+	if (gap < SWEEP_EVERY_MS || gap > SWEEP_MAX_GAP_MS)
+		gap = SWEEP_EVERY_MS;
+	if (now - last < gap || !CAS(&h->sweep_ms, &last, now))
 		return;
-	sweep_run(z, now, SWEEP_EVERY_MS, SWEEP_CLIENTS);
+	if (sweep_run(z, now, SWEEP_EVERY_MS, SWEEP_CLIENTS) > 0)
+		STORE(&h->sweep_gap, SWEEP_EVERY_MS);
+	else if (gap < SWEEP_MAX_GAP_MS)
+		STORE(&h->sweep_gap, gap * 2);
 }
 
 /* Another process is checking this client: let it finish, bounded. */
@@ -490,7 +507,8 @@ static int admit(const struct cl_settings *s, const struct cl_peer *p,
 	} else if (r == CL_REFUSE_TOTAL) {
 		/* The total is full: stale records of any client may fill
 		 * it; check a few clients not checked lately. */
-		sweep_run(z, cl_now_ms(), KCHECK_EVERY_MS, SWEEP_CLIENTS);
+		(void)sweep_run(z, cl_now_ms(), KCHECK_EVERY_MS,
+				SWEEP_CLIENTS);
 		r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
 	}
 	if (s->mode == CL_MODE_MONITOR &&

@@ -61,7 +61,8 @@ struct cl_zone_hdr {
 				 * reload, or another process's */
 	uint32_t check_sec;	/* kernel-check budget: this second, */
 	uint32_t check_n;	/* and the checks made in it */
-	uint8_t reserved[24];
+	uint32_t sweep_gap;	/* ms between sweeps, grows when idle */
+	uint8_t reserved[20];
 };
 
 /* Client state word: kind (2 bits) | version (30 bits) | count (32 bits). */
