@@ -341,7 +341,10 @@ static int due(struct cl_client *cc, uint32_t now, uint32_t min_age)
 	return now - LOAD(&cc->verify_ms) >= (wait > min_age ? wait : min_age);
 }
 
-/* Checks up to @max_clients clients due a check; how many released. */
+/*
+ * Checks up to @max_clients clients due a check.  Returns how many
+ * records were released, or -1 when no client was checked at all.
+ */
 static int sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
 		     int max_clients)
 {
@@ -364,29 +367,31 @@ static int sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
 		i = (i + 1) % hwm;
 	}
 	STORE(&h->sweep_next, i);
-	return released;
+	return done ? released : -1;
 }
 
 /*
  * The background walk costs kernel dumps over the host's TCP table: a
  * server holding 100k healthy connections must not pay them every
- * second.  The gap between walks doubles after each that released
- * nothing, up to SWEEP_MAX_GAP_MS, and drops back to SWEEP_EVERY_MS
- * after one that released something.
+ * second.  The gap between walks doubles after each that checked
+ * clients and released nothing, up to SWEEP_MAX_GAP_MS, and drops back
+ * to SWEEP_EVERY_MS after one that released something.
  */
 static void sweep(struct cl_zone *z)
 {
 	struct cl_zone_hdr *h = z->hdr;
 	uint32_t now = cl_now_ms(), last = LOAD(&h->sweep_ms);
 	uint32_t gap = LOAD(&h->sweep_gap);
+	int r;
 
 	if (gap < SWEEP_EVERY_MS || gap > SWEEP_MAX_GAP_MS)
 		gap = SWEEP_EVERY_MS;
 	if (now - last < gap || !CAS(&h->sweep_ms, &last, now))
 		return;
-	if (sweep_run(z, now, SWEEP_EVERY_MS, SWEEP_CLIENTS) > 0)
+	r = sweep_run(z, now, SWEEP_EVERY_MS, SWEEP_CLIENTS);
+	if (r > 0)
 		STORE(&h->sweep_gap, SWEEP_EVERY_MS);
-	else if (gap < SWEEP_MAX_GAP_MS)
+	else if (r == 0 && gap < SWEEP_MAX_GAP_MS)
 		STORE(&h->sweep_gap, gap * 2);
 }
 
