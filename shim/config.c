@@ -215,7 +215,9 @@ static int env_layer_load(struct cl_settings *s)
 		return -1;
 	}
 	for (i = 0; i < sizeof env_names / sizeof *env_names; i++) {
-		v = strcmp(env_names[i], "CONNLIMIT_LOG") ?
+		/* Settings that name files: not in secure-execution mode. */
+		v = strcmp(env_names[i], "CONNLIMIT_LOG") &&
+		    strcmp(env_names[i], "CONNLIMIT_ZONE") ?
 			    getenv(env_names[i]) : env_file(env_names[i]);
 		if (v && cl_settings_env_one(s, env_names[i], v, &e) < 0) {
 			perr_log(NULL, NULL, NULL, &e, CL_THEN_PASS);

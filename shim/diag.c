@@ -46,7 +46,10 @@ static size_t build_req(struct diag_req *q, int family, const uint8_t *net,
 	q->nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
 	q->r.sdiag_family = (uint8_t)family;
 	q->r.sdiag_protocol = IPPROTO_TCP;
-	q->r.idiag_states = 1u << TCP_ESTABLISHED | 1u << TCP_FIN_WAIT1 |
+	/* SYN_RECV: a TCP Fast Open socket is accepted before its
+	 * handshake completes. */
+	q->r.idiag_states = 1u << TCP_ESTABLISHED | 1u << TCP_SYN_RECV |
+			    1u << TCP_FIN_WAIT1 |
 			    1u << TCP_FIN_WAIT2 | 1u << TCP_CLOSE_WAIT |
 			    1u << TCP_LAST_ACK | 1u << TCP_CLOSING;
 	q->attr.nla_type = INET_DIAG_REQ_BYTECODE;

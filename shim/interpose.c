@@ -653,6 +653,11 @@ static void mark_passed(const struct msghdr *m)
 	int fd;
 
 	for (c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+		/* A header the kernel would refuse (EINVAL): leave it to it. */
+		if (c->cmsg_len < CMSG_LEN(0) ||
+		    c->cmsg_len > m->msg_controllen -
+				  (size_t)((char *)c - (char *)m->msg_control))
+			return;
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
 		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);

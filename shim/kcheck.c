@@ -112,8 +112,11 @@ static void match(void *arg, const struct inet_diag_msg *m)
  */
 static int transient(int err)
 {
+	/* EBADF: the program closed our netlink socket under us (a double
+	 * close in another thread); the next check gets a new one. */
 	return err == EMFILE || err == ENFILE || err == ENOBUFS ||
-	       err == ENOMEM || err == EINTR || err == EAGAIN;
+	       err == ENOMEM || err == EINTR || err == EAGAIN ||
+	       err == EBADF;
 }
 
 /* One dump per socket family among the records of client @client. */

@@ -162,6 +162,7 @@ void cl_line_client(struct cl_line *l, const struct cl_peer *p)
 	}
 }
 
+
 static int stderr_is_ours(void)
 {
 	struct stat st;
@@ -197,8 +198,12 @@ static void emit_file(const char *path, const struct cl_line *l)
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
 			    O_NOCTTY | O_NONBLOCK, 0640);
 
-	if (fd < 0)
+	if (fd < 0) {
+		/* Better a line on stderr than none at all. */
+		if (stderr_is_ours())
+			write_all(2, l->buf, l->len);
 		return;
+	}
 	write_all(fd, l->buf, l->len);
 	CL_SYS(SYS_close, fd);
 }

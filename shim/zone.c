@@ -1,8 +1,9 @@
 /*
  * zone.c - admit and release connections in the shared table.
  *
- * Clients live in buckets of CL_SLOTS slots; a lookup scans one bucket, so
- * freeing a slot never breaks a probe chain.  Taking and returning a slot
+ * Clients live in buckets of CL_SLOTS slots; a lookup scans the key's
+ * home bucket and the next one (overflow), never more, so freeing a slot
+ * never breaks a probe chain.  Taking and returning a slot
  * on an existing client is one compare-and-swap on its state word.  Only
  * giving a new key a slot takes the bucket's lock, so that two processes
  * cannot insert the same key twice; close never takes a lock.
@@ -179,8 +180,15 @@ static int client_insert_locked(struct cl_bucket *b, const struct cl_key *k,
 	}
 }
 
-static int client_insert(struct cl_bucket *b, const struct cl_key *k,
-			 unsigned plen)
+/*
+ * Insert @k, whose home is bucket @b, into @b or, when all its slots hold
+ * clients with connections, into the next bucket @b2.  The home bucket's
+ * lock alone serialises inserts of @k; a slot of @b2 is claimed by CAS,
+ * so @b2's own inserters cannot take the same slot.  Returns the slot
+ * index (0..2*CL_SLOTS-1, the second half in @b2), or < 0.
+ */
+static int client_insert(struct cl_bucket *b, struct cl_bucket *b2,
+			 const struct cl_key *k, unsigned plen)
 {
 	uint64_t s;
 	int i;
@@ -188,8 +196,12 @@ static int client_insert(struct cl_bucket *b, const struct cl_key *k,
 	if (bucket_lock(b) < 0)
 		return -2;
 	i = client_find(b, k, &s);
+	if (i < 0 && (i = client_find(b2, k, &s)) >= 0)
+		i += CL_SLOTS;
 	if (i < 0)
 		i = client_insert_locked(b, k, plen);
+	if (i < 0 && (i = client_insert_locked(b2, k, plen)) >= 0)
+		i += CL_SLOTS;
 	bucket_unlock(b);
 	return i;
 }
@@ -257,20 +269,24 @@ static int client_admit(struct cl_zone *z, const struct cl_key *k,
 {
 	uint32_t nb = z->nbuckets;
 	uint32_t bi = (uint32_t)(cl_key_hash(k, z->hdr->seed) % nb);
-	struct cl_bucket *b = &z->buckets[bi];
+	struct cl_bucket *b[2] = { &z->buckets[bi],
+				   &z->buckets[(bi + 1) % nb] };
 	uint64_t s;
-	int i, tries, r;
+	int i, tries, r, which;
 
 	for (tries = 0; tries < 16; tries++) {
-		i = client_find(b, k, &s);
+		which = 0;
+		i = client_find(b[0], k, &s);
+		if (i < 0 && (i = client_find(b[1], k, &s)) >= 0)
+			which = 1;
 		if (i < 0) {
-			i = client_insert(b, k, plen);
-			if (i < 0)
+			if (client_insert(b[0], b[1], k, plen) < 0)
 				return CL_UNTRACKED;
 			continue;
 		}
-		a->client = bi * CL_SLOTS + (uint32_t)i;
-		r = client_take(&b->slot[i], s, limit, &a->open);
+		a->client = ((bi + (uint32_t)which) % nb) * CL_SLOTS +
+			    (uint32_t)i;
+		r = client_take(&b[which]->slot[i], s, limit, &a->open);
 		if (r >= 0)
 			return r ? CL_ADMIT : CL_REFUSE;
 	}

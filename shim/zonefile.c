@@ -247,6 +247,19 @@ static int zone_named(uint32_t capacity, const char *name, struct cl_zone *z)
 	return zone_attach(name, path, z);
 }
 
+/* A named zone keeps the capacity its creator gave it. */
+static void capacity_note(const char *name, uint32_t asked, uint32_t got)
+{
+	struct cl_line l;
+
+	cl_line_start(&l, "warn event=zone-capacity");
+	cl_line_kv(&l, "zone", name);
+	cl_line_ku(&l, "asked", asked);
+	cl_line_ku(&l, "capacity", got);
+	cl_line_kq(&l, "reason", "the zone existed with another capacity");
+	cl_line_emit(&l, CL_LOG_WARN);
+}
+
 int cl_zone_open(uint32_t capacity, const char *name, uint32_t max_per_ip,
 		 struct cl_zone *z)
 {
@@ -255,5 +268,7 @@ int cl_zone_open(uint32_t capacity, const char *name, uint32_t max_per_ip,
 
 	if (r == 0)
 		STORE(&z->hdr->max_per_ip, max_per_ip);
+	if (r == 0 && z->nconns != capacity)
+		capacity_note(name, capacity, z->nconns);
 	return r;
 }
