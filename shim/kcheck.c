@@ -150,7 +150,7 @@ static int ask_kernel(struct cl_zone *z, uint32_t client, struct wants *ws)
 }
 
 /*
- * A count higher than the client's live records, seen twice at least
+ * A count above zero with no live record, seen twice at least
  * RECONCILE_MS apart: a process died inside an admission, after taking
  * the client's unit and before its record went live.  No record can
  * ever release that unit, so give it back here.  (A live admission is in
@@ -164,7 +164,11 @@ static void reconcile(struct cl_zone *z, uint32_t client, uint32_t live)
 	uint32_t since = LOAD(&c->excess_ms), prev = LOAD(&c->excess), n;
 	struct cl_line l;
 
-	n = count > live ? count - live : 0;
+	/* Only for a client none of whose records is live: a busy client's
+	 * count moves while its records are scanned (admissions the scan
+	 * missed), so any difference there would be noise.  A leaked unit
+	 * of a busy client is repaired once its connections have ended. */
+	n = live == 0 ? count : 0;
 	if (!n || !since || !prev) {
 		STORE(&c->excess, n);
 		STORE(&c->excess_ms, n ? now : 0);
