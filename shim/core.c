@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -304,33 +305,6 @@ static int check_budget(struct cl_zone_hdr *h, uint32_t now)
 	return ADD(&h->check_n, 1) <= KCHECKS_PER_S;
 }
 
-/* A kernel check of one client, marked so that refusals wait for it. */
-static int check_client(struct cl_zone *z, uint32_t client, uint32_t now)
-{
-	struct cl_client *cc = cl_zone_client(z, client);
-	uint32_t b;
-	int r;
-
-	STORE(&cc->verify_ms, now);
-	STORE(&cc->checking, (uint32_t)cl.pid);
-	r = cl_kcheck_client(z, client, CLC_REL_KERNEL);
-	STORE(&cc->checking, 0);
-	b = LOAD(&cc->backoff);
-	if (r > 0)
-		STORE(&cc->backoff, 0);
-	else if (b < KCHECK_BACKOFF_MAX)
-		STORE(&cc->backoff, b + 1);
-	return r > 0 ? r : 0;
-}
-
-/*
- * Heal what no close reported (killed holders, exec'd children, passed
- * descriptors) while the server is idle for that client: now and then
- * (see sweep) whichever process accepts looks at the next SWEEP_RECORDS
- * records (only the used part of the table, so no page is made resident
- * for nothing) and checks up to SWEEP_CLIENTS clients due a check.  A
- * refusal for max_total runs the same walk at once.
- */
 /* Not checked for @min_age ms, nor within the client's backoff. */
 static int due(struct cl_client *cc, uint32_t now, uint32_t min_age)
 {
@@ -342,6 +316,46 @@ static int due(struct cl_client *cc, uint32_t now, uint32_t min_age)
 }
 
 /*
+ * Only one process checks a client at a time: the others wait for its
+ * result instead of refusing on the count it is about to correct.  The
+ * claim is the client's `checking` word (a pid); a claim left by a
+ * process that died is taken over.
+ */
+static int claim_check(struct cl_client *cc)
+{
+	uint32_t me = (uint32_t)cl.pid, cur = 0;
+
+	if (CAS(&cc->checking, &cur, me))
+		return 1;
+	return cur != me && kill((pid_t)cur, 0) < 0 && errno == ESRCH &&
+	       CAS(&cc->checking, &cur, me);
+}
+
+/* A kernel check of one client if it is due; how many were released. */
+static int check_client(struct cl_zone *z, uint32_t client, uint32_t now,
+			uint32_t min_age)
+{
+	struct cl_client *cc = cl_zone_client(z, client);
+	uint32_t b;
+	int r = 0;
+
+	if (!claim_check(cc))
+		return -1;
+	if (due(cc, now, min_age) && check_budget(z->hdr, now)) {
+		STORE(&cc->verify_ms, now);
+		r = cl_kcheck_client(z, client, CLC_REL_KERNEL);
+		b = LOAD(&cc->backoff);
+		if (r > 0)
+			STORE(&cc->backoff, 0);
+		else if (b < KCHECK_BACKOFF_MAX)
+			STORE(&cc->backoff, b + 1);
+	}
+	STORE(&cc->checking, 0);
+	return r > 0 ? r : 0;
+}
+
+
+/*
  * Checks up to @max_clients clients due a check.  Returns how many
  * records were released, or -1 when no client was checked at all.
  */
@@ -350,7 +364,7 @@ static int sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
 {
 	struct cl_zone_hdr *h = z->hdr;
 	uint32_t hwm = LOAD(&h->conn_hwm), i, k, c;
-	int done = 0, released = 0;
+	int done = 0, released = 0, r;
 
 	if (hwm > z->nconns)
 		hwm = z->nconns;
@@ -358,9 +372,9 @@ static int sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
 	for (k = 0; k < SWEEP_RECORDS && k < hwm && done < max_clients; k++) {
 		if (CL_RS_ST(LOAD(&z->conns[i].state)) == CL_RS_LIVE) {
 			c = LOAD(&z->conns[i].client);
-			if (due(cl_zone_client(z, c), now, min_age) &&
-			    check_budget(h, now)) {
-				released += check_client(z, c, now);
+			if (due(cl_zone_client(z, c), now, min_age)) {
+				r = check_client(z, c, now, min_age);
+				released += r > 0 ? r : 0;
 				done++;
 			}
 		}
@@ -406,27 +420,18 @@ static void wait_check(struct cl_client *cc)
 
 /*
  * Refused: first drop records of sockets the kernel no longer has (see
- * the rationing above).  While another caller is checking a client whose
- * checks lately did release something (holders that died), wait for
+ * the rationing above).  While another process checks this client and
+ * its checks lately did release something (holders that died), wait for
  * that check: a burst of reconnects must not be refused on the count it
  * is about to correct.  Either way the caller then tries to admit again.
  */
 static void recheck(struct cl_zone *z, const struct cl_admit *a)
 {
 	struct cl_client *cc = cl_zone_client(z, a->client);
-	uint32_t now = cl_now_ms(), last = LOAD(&cc->verify_ms);
-	uint32_t b = LOAD(&cc->backoff);
 
-	if (b > KCHECK_BACKOFF_MAX)
-		b = KCHECK_BACKOFF_MAX;
-	if (now - last < (uint32_t)KCHECK_EVERY_MS << b ||
-	    !CAS(&cc->verify_ms, &last, now)) {
-		if (b == 0)
-			wait_check(cc);
-		return;
-	}
-	if (check_budget(z->hdr, now))
-		check_client(z, a->client, now);
+	if (check_client(z, a->client, cl_now_ms(), 0) < 0 &&
+	    LOAD(&cc->backoff) == 0)
+		wait_check(cc);
 }
 
 static void log_over_total(const struct cl_peer *p, const struct cl_admit *a,
