@@ -23,12 +23,12 @@
  * Kernel checks cost a netlink dump that walks the host's TCP table
  * (milliseconds on a busy host), so they are rationed.  Per client: at
  * most every KCHECK_EVERY_MS, doubling after each check that released
- * nothing, up to KCHECK_EVERY_MS << KCHECK_BACKOFF_MAX (1.28 s): a client
- * flooding at its limit is checked about once a second, a client whose
+ * nothing, up to KCHECK_EVERY_MS << KCHECK_BACKOFF_MAX (160 ms): a client
+ * flooding at its limit is checked about 6 times a second, a client whose
  * holders just died at once.  Per zone: at most KCHECKS_PER_S a second.
  */
 #define KCHECK_EVERY_MS 10
-#define KCHECK_BACKOFF_MAX 7
+#define KCHECK_BACKOFF_MAX 4
 #define KCHECKS_PER_S 50
 #define SWEEP_EVERY_MS 1000	/* per zone, a few clients from accept */
 #define SWEEP_MAX_GAP_MS 32000
