@@ -420,17 +420,16 @@ static void wait_check(struct cl_client *cc)
 
 /*
  * Refused: first drop records of sockets the kernel no longer has (see
- * the rationing above).  While another process checks this client and
- * its checks lately did release something (holders that died), wait for
- * that check: a burst of reconnects must not be refused on the count it
- * is about to correct.  Either way the caller then tries to admit again.
+ * the rationing above).  While another process checks this client, wait
+ * for that check (a few milliseconds at most): a burst of reconnects
+ * must not be refused on the count it is about to correct.  Either way
+ * the caller then tries to admit again.
  */
 static void recheck(struct cl_zone *z, const struct cl_admit *a)
 {
 	struct cl_client *cc = cl_zone_client(z, a->client);
 
-	if (check_client(z, a->client, cl_now_ms(), 0) < 0 &&
-	    LOAD(&cc->backoff) == 0)
+	if (check_client(z, a->client, cl_now_ms(), 0) < 0)
 		wait_check(cc);
 }
 
