@@ -65,7 +65,7 @@ connlimit-status: shim/status.c shim/addr.c shim/diag.c $(LIB_HDR)
 	$(CC) $(BASE) $(CFLAGS) -o $@ shim/status.c shim/addr.c shim/diag.c \
 		$(LDFLAGS)
 
-tests/bin/%: tests/helpers/%.c
+tests/bin/%: tests/helpers/%.c tests/helpers/say.h
 	@mkdir -p tests/bin
 	$(CC) $(BASE) -O2 -pthread -o $@ $< $(LDFLAGS)
 

@@ -180,6 +180,7 @@ struct cl_taken {
 	int shared;
 };
 
+CL_HIDDEN int cl_entry_shared(const struct cl_fdent *e);
 CL_HIDDEN int cl_take(struct cl_fdent *e, struct cl_taken *t);
 CL_HIDDEN void cl_release_taken(const struct cl_taken *t);
 CL_HIDDEN void cl_mark_shared(int fd);

@@ -157,10 +157,16 @@ int cl_in_vfork_child(void)
 
 /* ---- descriptors that go away ---- */
 
+/* Another descriptor or process may hold @e's socket (dup, fork...). */
+int cl_entry_shared(const struct cl_fdent *e)
+{
+	return e->shared || e->forkgen != LOAD(&cl.forkgen);
+}
+
 int cl_take(struct cl_fdent *e, struct cl_taken *t)
 {
 	t->w = XCHG(&e->word, 0);
-	t->shared = e->shared || e->forkgen != LOAD(&cl.forkgen);
+	t->shared = cl_entry_shared(e);
 	return (t->w & FD_CONN) != 0;
 }
 

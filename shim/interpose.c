@@ -306,17 +306,33 @@ EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 
 /* ---- close and its relatives ---- */
 
-static int close_tracked(int fd, struct cl_fdent *e)
+/*
+ * Close a counted descriptor: the entry is taken before the real call
+ * (a number the kernel frees may be handed out again at once) and the
+ * slot released after it.  The real call's result and errno are
+ * returned; on success errno is the caller's.
+ */
+static int close_counted(struct cl_fdent *e, int (*op)(void *), void *arg)
 {
 	struct cl_taken t;
 	int saved = errno, r, err;
 
 	cl_take(e, &t);
-	r = do_close(fd);
+	r = op(arg);
 	err = errno;
 	cl_release_taken(&t);
 	errno = r < 0 ? err : saved;
 	return r;
+}
+
+static int op_close(void *fd)
+{
+	return do_close(*(int *)fd);
+}
+
+static int op_fclose(void *fp)
+{
+	return real.fclose(fp);
 }
 
 EXPORT int close(int fd)
@@ -325,27 +341,19 @@ EXPORT int close(int fd)
 
 	if (CL_LIKELY(!e || !LOAD(&e->word)) || vfork_child())
 		return do_close(fd);
-	return close_tracked(fd, e);
+	return close_counted(e, op_close, &fd);
 }
 
 EXPORT int fclose(FILE *fp)
 {
 	struct cl_fdent *e;
-	struct cl_taken t;
-	int saved, r, err;
 
 	if (!cl_ready() || !real.fclose)
 		return real.fclose ? real.fclose(fp) : _IO_fclose(fp);
 	e = cl_fd_peek(fileno(fp));
 	if (!e || !LOAD(&e->word) || vfork_child())
 		return real.fclose(fp);
-	saved = errno;
-	cl_take(e, &t);
-	r = real.fclose(fp);
-	err = errno;
-	cl_release_taken(&t);
-	errno = r < 0 ? err : saved;
-	return r;
+	return close_counted(e, op_fclose, fp);
 }
 
 static void mark_closing(int fd, struct cl_fdent *e, void *arg)
@@ -379,7 +387,7 @@ static void finish_closing(int fd, struct cl_fdent *e, void *arg)
 	(void)arg;
 	if (!(w & FD_CLOSING))
 		return;
-	t.shared = e->shared || e->forkgen != LOAD(&cl.forkgen);
+	t.shared = cl_entry_shared(e);
 	if (!CAS(&e->word, &w, 0))
 		return;	/* accept reused the number and handled it */
 	t.w = w;

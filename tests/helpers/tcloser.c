@@ -60,6 +60,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#define SAY_PROG "tcloser"
+#include "say.h"
+
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -81,7 +84,7 @@ static struct {
 
 static struct conn conns[MAXCONN];
 static int leftover[MAXCONN * 2], nleftover;
-static int logfd = 1, devnull = -1, wake[2] = { -1, -1 }, passfd = -1;
+static int devnull = -1, wake[2] = { -1, -1 }, passfd = -1;
 static char **args;
 
 static _Noreturn void usage(void)
@@ -91,30 +94,6 @@ static _Noreturn void usage(void)
 		"[-w close|fclose|close_range|closefrom|dup2null|dup3null|"
 		"syscall|pass|exec] [-L FD] [-s vfork|popen|system]\n");
 	exit(2);
-}
-
-static _Noreturn void die(const char *what)
-{
-	fprintf(stderr, "tcloser: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static void say(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if (n > (int)sizeof(buf) - 2)
-		n = (int)sizeof(buf) - 2;
-	buf[n++] = '\n';
-	if (write(logfd, buf, (size_t)n) < 0)
-		return;
 }
 
 static int one_of(const char *s, const char *const *list)
@@ -473,9 +452,9 @@ int main(int argc, char **argv)
 	args = argv;
 	parse_opts(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
-	logfd = fcntl(1, F_DUPFD_CLOEXEC, 3);
+	say_fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
 	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (logfd < 0 || devnull < 0)
+	if (say_fd < 0 || devnull < 0)
 		die("setup");
 	catch_signals();
 	if (!strcmp(opt.way, "pass"))

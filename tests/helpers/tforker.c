@@ -39,6 +39,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define SAY_PROG "tforker"
+#include "say.h"
+
 static struct {
 	int port;
 	const char *child;
@@ -54,31 +57,6 @@ static _Noreturn void usage(void)
 	fprintf(stderr, "usage: tforker [-p PORT] [-c echo|hold|exit|exec] "
 		"[-e SCRIPT] [-s MS] [-d] [-C]\n");
 	exit(2);
-}
-
-static _Noreturn void die(const char *what)
-{
-	fprintf(stderr, "tforker: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-/* One write per line, so that lines of several processes never mix. */
-static void say(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if (n > (int)sizeof(buf) - 2)
-		n = (int)sizeof(buf) - 2;
-	buf[n++] = '\n';
-	if (write(1, buf, (size_t)n) < 0)
-		return;
 }
 
 static void parse_opts(int argc, char **argv)

@@ -35,6 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define SAY_PROG "tprefork"
+#include "say.h"
+
 #define MAX_WORKERS 64
 
 static struct {
@@ -57,31 +60,6 @@ static _Noreturn void usage(void)
 	fprintf(stderr, "usage: tprefork [-b ADDR] [-p PORT] [-w WORKERS] "
 		"[-t THREADS] [-r] [-R] [-g TEXT]\n");
 	exit(2);
-}
-
-static _Noreturn void die(const char *what)
-{
-	fprintf(stderr, "tprefork: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-/* One write per line, so that lines of several processes never mix. */
-static void say(const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if (n > (int)sizeof(buf) - 2)
-		n = (int)sizeof(buf) - 2;
-	buf[n++] = '\n';
-	if (write(1, buf, (size_t)n) < 0)
-		return;
 }
 
 static void parse_opts(int argc, char **argv)
