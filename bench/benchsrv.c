@@ -15,6 +15,9 @@
  *             they share the listener, each with EPOLLEXCLUSIVE
  *   -q        close each connection as soon as it is accepted
  *   -T        time every accept and close call
+ *   -l LIMIT  pool mode: the server itself caps each source at LIMIT
+ *             open connections, resetting the rest at once (the least
+ *             any limiter in the program can do: the flood's floor)
  *
  * A client sends a line; the server answers "ok\n" and closes.  A client
  * that sends nothing is held until it goes away (pool threads give up
@@ -37,7 +40,7 @@
 #include "common.h"
 
 #define USAGE "benchsrv [-p PORT] [-b ADDR] [-m epoll|block|pool] " \
-	"[-w PROCS] [-t THREADS] [-q] [-T]"
+	"[-w PROCS] [-t THREADS] [-q] [-T] [-l LIMIT]"
 #define MAX_PROCS 64
 #define MAX_EVENTS 256
 #define REPLY "ok\n"
@@ -46,7 +49,7 @@ enum { M_EPOLL, M_BLOCK, M_POOL };
 
 static struct {
 	uint32_t addr;
-	int port, mode, procs, threads, quick, timed;
+	int port, mode, procs, threads, quick, timed, limit;
 } opt = { .addr = 0x7f000001, .mode = M_EPOLL, .threads = 64 };
 
 static struct {
@@ -94,7 +97,7 @@ static void parse_opts(int argc, char **argv)
 {
 	int c;
 
-	while ((c = getopt(argc, argv, "p:b:m:w:t:qT")) != -1) {
+	while ((c = getopt(argc, argv, "p:b:m:w:t:qTl:")) != -1) {
 		switch (c) {
 		case 'p': opt.port = (int)parse_num(optarg, 0, 65535, USAGE);
 			break;
@@ -108,10 +111,14 @@ static void parse_opts(int argc, char **argv)
 			break;
 		case 'q': opt.quick = 1; break;
 		case 'T': opt.timed = 1; break;
+		case 'l': opt.limit = (int)parse_num(optarg, 1, 1 << 20,
+						     USAGE);
+			break;
 		default: usage_exit(USAGE);
 		}
 	}
-	if (optind != argc || (opt.procs && opt.mode != M_EPOLL))
+	if (optind != argc || (opt.procs && opt.mode != M_EPOLL) ||
+	    (opt.limit && opt.mode != M_POOL))
 		usage_exit(USAGE);
 }
 
@@ -267,15 +274,47 @@ static void block_loop(int lfd)
 
 /* ---- a pool of threads ---- */
 
+/*
+ * -l: open connections per source, in a table indexed by the low 16 bits
+ * of the address (every source in a run differs there).  A plain array
+ * of atomics: no lock, no hashing, nothing a real limiter could skip.
+ */
+static atomic_int held[1 << 16];
+
+static atomic_int *held_by(const struct sockaddr_in *p)
+{
+	return &held[ntohl(p->sin_addr.s_addr) & 0xffff];
+}
+
+/* 1 if the in-program limit lets this connection in (and counts it). */
+static int own_admit(int c, atomic_int *h)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	if (atomic_fetch_add(h, 1) < opt.limit)
+		return 1;
+	atomic_fetch_sub(h, 1);
+	setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	close(c);
+	return 0;
+}
+
 static void *pool_worker(void *arg)
 {
 	struct timeval tv = { .tv_sec = 30 };
+	struct sockaddr_in peer;
+	socklen_t len;
 	int lfd = (int)(intptr_t)arg, c, r;
+	atomic_int *h;
 
 	for (;;) {
-		c = accept(lfd, NULL, NULL);
+		len = sizeof peer;
+		c = accept(lfd, (struct sockaddr *)&peer, &len);
 		if (c < 0)
 			continue;	/* a refused connection, or EINTR */
+		h = held_by(&peer);
+		if (opt.limit && !own_admit(c, h))
+			continue;
 		atomic_fetch_add(&st.conns, 1);
 		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 		r = opt.quick;
@@ -284,6 +323,8 @@ static void *pool_worker(void *arg)
 		if (r > 0 && !opt.quick)
 			answer(c);
 		close(c);
+		if (opt.limit)
+			atomic_fetch_sub(h, 1);
 	}
 	return NULL;
 }

@@ -10,6 +10,7 @@
 declare -ga STARTED=()	# pids to stop at exit, in start order
 declare -gA PID_OF=()	# name -> pid
 declare -gA PORT_OF=()	# name -> listening port
+declare -gA NS_OF=()	# name -> network namespace of a server, if not ours
 declare -ga ZONES=()	# /dev/shm files of named zones to remove
 declare -ga HOLD_FDS=()	# fifo ends only this shell may keep open
 

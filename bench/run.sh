@@ -659,21 +659,29 @@ scale_row() {
 }
 
 # ---- f: flood ----
+#
+# Three limiters face the same flood, in rounds: the library; the same
+# server limiting by itself (benchsrv -l: accept, count, reset, nothing
+# else: the least any limiter that sees connections at accept can do);
+# and nftables, which resets in the kernel before any handshake.  The
+# second is the floor the library is measured against.
 
-# latency_run NAME [NICE]: the 16 clients' run; with NICE, a flooder at
-# that nice level goes on meanwhile.  Prints the latency line, then the
-# flooder's two lines.
-latency_run() {
-	local port=${PORT_OF[$1]} fl=""
+# fl_run NAME [NICE]: the 16 clients' run against server NAME (in its
+# namespace, if any); with NICE, a flooder at that nice level goes on
+# meanwhile.  Prints the latency line, then the flooder's two lines.
+fl_run() {
+	local port=${PORT_OF[$1]} ns=${NS_OF[$1]:-} fl="" pre=()
 
+	[[ -n $ns ]] && pre=(nsenter --net="$ns" --)
 	if [[ -n ${2:-} ]]; then
-		spawn flooder nice -n "$2" "$GEN" flood -p "$port" \
-			-s 127.0.5.1 -c 64 -o 1000 -d $((FLOOD_MS + 400))
+		spawn flooder "${pre[@]}" nice -n "$2" "$GEN" flood \
+			-p "$port" -s 127.0.5.1 -c 64 -o 1000 \
+			-d $((FLOOD_MS + 400))
 		fl=${PID_OF[flooder]}
 		sleep 0.2
 	fi
-	"$GEN" latency -p "$port" -s 127.0.4.1 -k 16 -c 16 -i 10000 \
-		-o 1000 -d "$FLOOD_MS"
+	"${pre[@]}" "$GEN" latency -p "$port" -s 127.0.4.1 -k 16 -c 16 \
+		-i 10000 -o 1000 -d "$FLOOD_MS"
 	if [[ -n $fl ]]; then
 		wait_for 10 not_running "$fl" || true
 		paste -sd' ' "$TMP/flooder.out"
@@ -685,53 +693,87 @@ refused_count() {
 		sed -n 's/.*\brefused=\([0-9]*\).*/\1/p' | head -n 1
 }
 
-# flood_pair NICE: a quiet run and a flooded one against fl-lib.
-flood_pair() {
-	local quiet line r0 r1 pid=${PID_OF[fl-lib]}
+# fl_pair SIDE NICE: a quiet run and a flooded one against SIDE's
+# server; records both and the p99 pair flood_SIDE_NICE.  Prints the
+# flooded run's p99.
+fl_pair() {
+	local side=$1 n=$2 srv=fl-$1 quiet line r0=0 r1=0 pid
 
-	quiet=$(latency_run fl-lib)
-	echo "$quiet" >>"$TMP/fl-quiet.runs"
+	quiet=$(fl_run "$srv")
+	echo "$quiet" >>"$TMP/fl-$side-quiet.runs"
 	(($(kv refused "$quiet") + $(kv errors "$quiet") == 0)) ||
-		problem_once fl-quiet "well-behaved clients were refused" \
-			"($quiet)"
-	r0=$(refused_count "$pid")
-	line=$(latency_run fl-lib "$1")
-	r1=$(refused_count "$pid")
-	head -n 1 <<<"$line" >>"$TMP/fl-flood$1.runs"
-	tail -n 1 <<<"$line" >>"$TMP/fl-flooder$1.runs"
-	pair "flood_p99_$1" "$(kv p99_us "$quiet")" \
+		problem_once "fl-$side-quiet" "well-behaved clients were" \
+			"refused by the $side side ($quiet)"
+	pid=${PID_OF[$srv]}
+	[[ $side == library ]] && r0=$(refused_count "$pid")
+	line=$(fl_run "$srv" "$n")
+	[[ $side == library ]] && r1=$(refused_count "$pid")
+	head -n 1 <<<"$line" >>"$TMP/fl-$side-flood$n.runs"
+	tail -n 1 <<<"$line" >>"$TMP/fl-$side-flooder$n.runs"
+	pair "flood_${side}_$n" "$(kv p99_us "$quiet")" \
 		"$(kv p99_us "$(head -n 1 <<<"$line")")"
-	awk -v n=$((r1 - r0)) -v s="$(kv secs "$(tail -n 1 <<<"$line")")" \
-		'BEGIN { printf "%.0f\n", (s > 0 ? n / s : 0) }' >>"$TMP/shed$1"
+	[[ $side == library ]] &&
+		awk -v n=$((r1 - r0)) \
+			-v s="$(kv secs "$(tail -n 1 <<<"$line")")" \
+			'BEGIN { printf "%.0f\n", (s > 0 ? n / s : 0) }' \
+			>>"$TMP/shed$n"
+	kv p99_us "$(head -n 1 <<<"$line")"
+}
+
+# The nftables side: its own namespace, the rule of the compare
+# section with limit 8.
+fl_nft_server() {
+	if ((EUID != 0)) || ! command -v nft >/dev/null ||
+		! command -v nsenter >/dev/null; then
+		note "flood: nftables side skipped (needs root, nft, nsenter)"
+		return 1
+	fi
+	netns_make ns-flood || return 1
+	nft_rules 8006 8 | nsenter --net="$NS" -- nft -f - || return 1
+	nsenter --net="$NS" -- sysctl -q -w \
+		net.netfilter.nf_conntrack_tcp_timeout_close=1
+	serve_in fl-nft "$NS" 8006 "$SRV" -m pool -t 64 -p 8006 ||
+		return 1
+	NS_OF[fl-nft]=$NS
 }
 
 section_flood() {
-	local i
+	local i side lib own sides="library own"
 
 	md "## Flood: one client over its limit, 16 clients measuring" ""
 	lib_env CONNLIMIT_MAX_PER_IP=8
-	serve fl-lib env "${LIBENV[@]}" "$SRV" -m pool -t 64
-	latency_run fl-lib >/dev/null
-	for ((i = 0; i < PAIRS; i++)); do
-		flood_pair 19
-		flood_pair 0
+	serve fl-library env "${LIBENV[@]}" "$SRV" -m pool -t 64
+	serve fl-own "$SRV" -m pool -t 64 -l 8
+	fl_nft_server && sides="$sides nft"
+	for side in $sides; do
+		fl_run "fl-$side" >/dev/null	# warm-up, not counted
 	done
-	stop fl-lib
+	for ((i = 0; i < PAIRS; i++)); do
+		lib=$(fl_pair library 19)
+		own=$(fl_pair own 19)
+		pair flood_lib_own "$own" "$lib"
+		[[ $sides == *nft* ]] && fl_pair nft 19 >/dev/null
+		fl_pair library 0 >/dev/null
+	done
+	for side in $sides; do
+		stop "fl-$side"
+	done
+	stop ns-flood
 	flood_bare
-	flood_report
+	flood_report "$sides"
 }
 
-# Without the library the flood holds every worker: a fresh server for
+# Without any limit the flood holds every worker: a fresh server for
 # each run, since its workers stay stuck for 30 s.
 flood_bare() {
 	local i line
 
 	for ((i = 0; i < (PAIRS > 1 ? 2 : 1); i++)); do
 		serve fl-bare "$SRV" -m pool -t 64
-		latency_run fl-bare >>"$TMP/fl-bare-quiet.runs"
-		line=$(latency_run fl-bare 19)
-		head -n 1 <<<"$line" >>"$TMP/fl-bare-flood.runs"
-		tail -n 1 <<<"$line" >>"$TMP/fl-bare-flooder.runs"
+		fl_run fl-bare >>"$TMP/fl-bare-quiet.runs"
+		line=$(fl_run fl-bare 19)
+		head -n 1 <<<"$line" >>"$TMP/fl-bare-flood19.runs"
+		tail -n 1 <<<"$line" >>"$TMP/fl-bare-flooder19.runs"
 		stop fl-bare
 	done
 }
@@ -740,6 +782,7 @@ flood_bare() {
 lat_row() {
 	local f=$TMP/$1.runs
 
+	[[ -s $f ]] || return 0
 	md "$(printf '| %s | %d | %d | %.0f | %.0f | %.0f |' "$2" \
 		"$(col_of ok "$f" | awk '{ s += $1 } END { print s + 0 }')" \
 		"$(cat <(col_of timeouts "$f") <(col_of unfinished "$f") |
@@ -753,9 +796,22 @@ col_of() {
 	sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" "$2"
 }
 
-flood_report() {
-	local n
+# flooder_rate SIDE NICE: the flooder's connections per second, median
+# run (each one answered by a reset: it is over its limit throughout).
+flooder_rate() {
+	paste -d' ' <(col_of conns "$TMP/fl-$1-flooder$2.runs") \
+		<(col_of secs "$TMP/fl-$1-flooder$2.runs") |
+		awk '{ printf "%.0f\n", ($2 > 0 ? $1 / $2 : 0) }' | med
+}
 
+flood_report() {
+	local sides=$1 nft="" s
+
+	if [[ $sides == *nft* ]]; then
+		nft=" nftables (in its own network namespace, the rule of"
+		nft+=" the compare section with limit 8: the kernel resets"
+		nft+=" the flooder's SYNs itself);"
+	fi
 	md "A server with a pool of 64 threads blocking in accept (each" \
 		"serves one connection at a time, 30 s read timeout)." \
 		"16 clients (127.0.4.1-16) each start a connection every 10 ms" \
@@ -763,39 +819,51 @@ flood_report() {
 		"the server's close, 1 s timeout, and a request still open at" \
 		"the end counts with its age.  The flooder (127.0.5.1) keeps 64" \
 		"connections in flight and opens another as soon as one is" \
-		"reset.  Library limit 8 per client.  Each round: quiet, flood" \
-		"at nice 19, quiet, flood at nice 0; $PAIRS rounds of" \
-		"${FLOOD_MS} ms runs.  At nice 19 the flooder's own loop (which" \
-		"a real attacker runs on another machine) yields to the server;" \
-		"at nice 0 it competes with the server for the same 2 cores." ""
+		"reset.  Limit 8 per client, kept by: the library; the same" \
+		"server keeping the limit itself with no library (\`benchsrv" \
+		"-l 8\`: accept, one atomic add, a reset: the least any limiter" \
+		"that sees connections at accept can do, so the floor for the" \
+		"library);$nft and nothing (bare).  Each round: quiet then" \
+		"flood at nice 19 for each limiter, then quiet and flood at" \
+		"nice 0 for the library; $PAIRS rounds of ${FLOOD_MS} ms runs." \
+		"At nice 19 the flooder's own loop (which a real attacker runs" \
+		"on another machine) yields to the server; at nice 0 it" \
+		"competes with the server for the same 2 cores." ""
 	md "| run | requests ok | timed out or unfinished | p50 us (median run) | p99 us (median run) | max us |"
 	md "|---|---|---|---|---|---|"
-	lat_row fl-quiet "library, no flood"
-	lat_row fl-flood19 "library, flood at nice 19"
-	lat_row fl-flood0 "library, flood at nice 0"
+	lat_row fl-library-quiet "library, no flood"
+	lat_row fl-library-flood19 "library, flood at nice 19"
+	lat_row fl-library-flood0 "library, flood at nice 0"
+	lat_row fl-own-quiet "limit in the server, no flood"
+	lat_row fl-own-flood19 "limit in the server, flood at nice 19"
+	lat_row fl-nft-quiet "nftables, no flood"
+	lat_row fl-nft-flood19 "nftables, flood at nice 19"
 	lat_row fl-bare-quiet "bare, no flood"
-	lat_row fl-bare-flood "bare, flood at nice 19"
+	lat_row fl-bare-flood19 "bare, flood at nice 19"
 	md ""
-	for n in 19 0; do
-		md "Flood at nice $n: the library shed $(med <"$TMP/shed$n")" \
-			"refused connections per second (median run, counted by" \
-			"connlimit-status); flooder per run: $(col_of conns \
-				"$TMP/fl-flooder$n.runs" | paste -sd' ')" \
-			"connections; connected but not yet answered or" \
-			"refused at the end: $(col_of held \
-				"$TMP/fl-flooder$n.runs" | paste -sd/)." ""
-	done
-	md "Without the library the flooder held" \
-		"$(col_of held "$TMP/fl-bare-flooder.runs" | paste -sd/)" \
+	md "Refused connections a second (the flooder's connections over" \
+		"its run, median run; every one is over the limit): library" \
+		"$(flooder_rate library 19) at nice 19 and" \
+		"$(flooder_rate library 0) at nice 0 (connlimit-status counted" \
+		"$(med <"$TMP/shed19") and $(med <"$TMP/shed0")); limit in the" \
+		"server $(flooder_rate own 19)$([[ -n $nft ]] &&
+			echo "; nftables $(flooder_rate nft 19)")." ""
+	md "Without any limit the flooder held" \
+		"$(col_of held "$TMP/fl-bare-flooder19.runs" | paste -sd/)" \
 		"connections at the end and the server answered" \
-		"$(col_of ok "$TMP/fl-bare-flood.runs" | paste -sd/) of the" \
+		"$(col_of ok "$TMP/fl-bare-flood19.runs" | paste -sd/) of the" \
 		"clients' requests." ""
-	figure flood_p99_19 "p99, flood (nice 19) / no flood" "<=" 1.5 \
+	figure flood_library_19 "p99, flood (nice 19) / no flood" "<=" 1.5 \
 		"flood p99, nice 19"
-	figure flood_p99_0 "p99, flood (nice 0) / no flood" "<=" 1.5 \
+	figure flood_library_0 "p99, flood (nice 0) / no flood" "<=" 1.5 \
 		"flood p99, nice 0"
+	figure flood_own_19 \
+		"floor: the same with the limit in the server (nice 19)" - -
+	[[ -n $nft ]] && figure flood_nft_19 \
+		"the same with nftables in the kernel (nice 19)" - -
+	figure flood_lib_own "flooded p99, library / limit in the server" - -
 	stated "refused connections shed per second (nice 19 / 0)" \
-		"$(med <"$TMP/shed19") / $(med <"$TMP/shed0")"
+		"$(flooder_rate library 19) / $(flooder_rate library 0)"
 }
 
 # ---- g: prefork ----

@@ -155,7 +155,8 @@ CL_HIDDEN int cl_zone_open(uint32_t capacity, const char *name,
 			   uint32_t max_per_ip, struct cl_zone *z);
 
 /* ---- kcheck.c: ask the kernel which counted sockets still exist ---- */
-CL_HIDDEN int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why);
+CL_HIDDEN int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why,
+			       int trust);
 CL_HIDDEN int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen,
 			       int why);
 CL_HIDDEN int cl_kcheck_available(void);

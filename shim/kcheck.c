@@ -29,6 +29,8 @@ struct wants {
 	struct cl_diag_conn *d;
 	uint32_t *idx, *gen;
 	int n, cap;
+	int trust;		/* skip records held_here() */
+	uint32_t trusted;	/* records skipped so */
 };
 
 static int kcheck_off;
@@ -70,8 +72,26 @@ static void want_add(struct wants *ws, const struct cl_conn *c,
 }
 
 /*
- * Gather live records of @client in [*@from, @stop) (or only record
- * @only_idx of generation @only_gen) into @ws, at most ws->cap; *@from
+ * A record this process admitted and still holds, unshared: its
+ * descriptor's entry still names this record and generation, and no
+ * fork, dup or sendmsg has happened to it since.  The record's fd is
+ * stored before the entry, so a record being admitted is not trusted
+ * yet (the entry does not match): the kernel is asked instead.
+ */
+static int held_here(const struct cl_conn *c, uint32_t idx, uint32_t s)
+{
+	struct cl_fdent *e;
+
+	if (LOAD(&c->pid) != (uint32_t)cl.pid)
+		return 0;
+	e = cl_fd_peek(LOAD(&c->fd));
+	return e && LOAD(&e->word) == cl_fd_conn_word(idx, CL_RS_GEN(s)) &&
+	       !cl_entry_shared(e);
+}
+
+/*
+ * Add the live records of @client in [*@from, @stop) (or only record
+ * @only_idx of generation @only_gen) to @ws, up to ws->cap; *@from
  * moves past what was looked at.
  */
 static void collect(struct cl_zone *z, uint32_t client, int only_idx,
@@ -80,7 +100,6 @@ static void collect(struct cl_zone *z, uint32_t client, int only_idx,
 {
 	uint32_t i, s;
 
-	ws->n = 0;
 	if (only_idx >= 0) {
 		*from = (uint32_t)only_idx;
 		stop = *from + 1;
@@ -93,6 +112,10 @@ static void collect(struct cl_zone *z, uint32_t client, int only_idx,
 			continue;
 		if (only_idx >= 0 && CL_RS_GEN(s) != (only_gen & CL_GEN_MASK))
 			continue;
+		if (ws->trust && held_here(c, i, s)) {
+			ws->trusted++;
+			continue;
+		}
 		want_add(ws, c, i, s);
 	}
 	*from = i;
@@ -208,18 +231,20 @@ static int kcheck_run(struct cl_zone *z, uint32_t client, struct wants *ws,
  * those no process holds, counting them under @why.  Each batch of
  * MAX_WANT records costs a dump over the host's TCP table, so one call
  * makes at most MAX_BATCHES, starting at a different place each time: a
- * client with more records is covered over several calls.  Returns how
+ * client with more records is covered over several calls.  With @trust,
+ * records held_here() count as live without asking.  Returns how
  * many were released; -1 if the kernel cannot be asked (then logged
  * once, and never asked again); -2 if this one check could not be made
  * (no descriptor or memory to spare right now).
  */
-int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
+int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why, int trust)
 {
 	struct cl_diag_conn d[MAX_WANT];
 	uint32_t idx[MAX_WANT], gen[MAX_WANT], live = 0, start, from, stop;
-	struct wants ws = { .d = d, .idx = idx, .gen = gen, .cap = MAX_WANT };
+	struct wants ws = { .d = d, .idx = idx, .gen = gen, .cap = MAX_WANT,
+			    .trust = trust };
 	uint32_t end = LOAD(&z->hdr->conn_hwm);
-	int r, released = 0, batch, all = 0;
+	int r, released = 0, batch, wrapped;
 
 	if (!cl_kcheck_available())
 		return -1;
@@ -228,8 +253,17 @@ int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
 	start = end ? (cl_now_ms() * 2654435761u) % end : 0;
 	from = start;
 	stop = end;
+	wrapped = start == 0;	/* nothing lies before start */
 	for (batch = 0; batch < MAX_BATCHES; batch++) {
+		ws.n = 0;
 		collect(z, client, -1, 0, &from, stop, &ws);
+		/* Room left: the part before start joins the same dump. */
+		if (from >= stop && !wrapped) {
+			from = 0;
+			stop = start;
+			wrapped = 1;
+			collect(z, client, -1, 0, &from, stop, &ws);
+		}
 		if (ws.n) {
 			r = kcheck_run(z, client, &ws, why);
 			if (r < 0)
@@ -237,18 +271,12 @@ int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why)
 			released += r;
 			live += (uint32_t)(ws.n - r);
 		}
-		if (from < stop)
-			continue;		/* the batch was full */
-		if (stop == start || start == 0) {
-			all = 1;		/* every record was seen */
+		if (from >= stop && wrapped) {
+			/* every record seen */
+			reconcile(z, client, live + ws.trusted);
 			break;
 		}
-		from = 0;			/* wrap to the part before start */
-		stop = start;
-		batch -= !ws.n;			/* an empty pass is free */
 	}
-	if (all)
-		reconcile(z, client, live);
 	return released;
 }
 

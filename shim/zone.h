@@ -113,7 +113,7 @@ struct cl_conn {
 	uint8_t family;		/* AF_INET or AF_INET6 (socket family) */
 	uint8_t pad[3];
 	uint32_t pid;		/* process that admitted it */
-	uint32_t pad2;
+	int32_t fd;		/* its descriptor in process pid */
 	uint64_t born_ms;
 };
 

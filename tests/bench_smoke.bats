@@ -60,6 +60,22 @@ row() {
 	assert_output_lacks 'nan'
 }
 
+@test "the flood is measured against the floor: the limit kept in the server" {
+	run -0 row "floor: the same with the limit in the server"
+	assert_output_has '\| none \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|'
+	run -0 row "flooded p99, library / limit in the server"
+	assert_output_has '\| none \| [0-9.]+ \|'
+	assert_file_has "$REPORT" '^\| limit in the server, flood at nice 19 \| [1-9][0-9]* \|'
+}
+
+@test "as root with nft, the flood is measured under nftables too" {
+	((EUID == 0)) && command -v nft >/dev/null ||
+		skip "needs root and nft"
+	run -0 row "the same with nftables in the kernel"
+	assert_output_has '\| none \| [0-9.]+ \|'
+	assert_file_has "$REPORT" '^\| nftables, flood at nice 19 \| [1-9][0-9]* \|'
+}
+
 @test "the smoke report says its figures are not judged" {
 	run -0 row "churn, library / bare"
 	assert_output_has 'not judged \(smoke\)'

@@ -309,6 +309,11 @@ drop() {
 	wait_line "$1" '^dropped fd=' "$2"
 }
 
+# kept_one SRC: a connection from SRC is kept (for wait_for).
+kept_one() {
+	"$BIN/tclient" -s "$1" -p "$PORT" -n 1 | grep -q '^kept=1 '
+}
+
 # reconnects_after_each WAY: with limit 1, 127.0.0.2 is accepted right
 # after each of three endings, and every slot went back through a close
 # the library saw.
@@ -779,6 +784,55 @@ counted_total_is() {
 	done
 	wait_for 5 counted_total_is "$pid" 0 ||
 		fail "still counted: $("$STATUS" "$pid")"
+}
+
+# A client that keeps reconnecting at its limit: each refusal may ask
+# the kernel, but per client at most after 10, 20, 40, 80 ms and then
+# every 160 ms (README, Limitations); past those four, while every one
+# of its connections is held unshared by the process that refuses, only
+# every 8th check (1.28 s) needs a dump.  Plus at most one background
+# check a second.  Unrationed it would be a dump or more per refusal.
+@test "a client refused again and again by one process costs a dump per 1.28 s" {
+	local pid c0 c1 t0 ms round bound
+	start_server pf preload_env CONNLIMIT_MAX_PER_IP=2 "$BIN/tprefork" \
+		-w 1
+	pid=$(pid_of pf)
+	hold_clients a 127.0.0.2 2
+	c0=$(counter_of "$pid" kernel_checks)
+	t0=$(date +%s%N)
+	# Refusals without a pause for 3 s (at most 200 rounds).
+	for round in $(seq 200); do
+		run -0 "$BIN/tclient" -s 127.0.0.2 -p "$PORT" -n 20
+		assert_output_has '^kept=0 refused=20$'
+		ms=$((($(date +%s%N) - t0) / 1000000))
+		((ms < 3000)) || break
+	done
+	c1=$(counter_of "$pid" kernel_checks)
+	bound=$((4 + ms / 1280 + 1 + ms / 1000 + 2))
+	((c1 - c0 >= 1)) || fail "no kernel check in $round rounds of refusals"
+	((c1 - c0 <= bound)) ||
+		fail "$((c1 - c0)) kernel dumps in $ms ms (at most $bound)"
+}
+
+# The trust above has a limit: a connection this process closed where no
+# library can see it (a raw system call, as io_uring would) is still
+# found by the full check that comes every 1.28 s, and the flooding
+# client gets its slot back.  (/dev/null takes the freed number, so no
+# accept can reuse it and heal the record that way.)
+@test "a close no library saw is found while its client floods" {
+	local pid round
+	closer srv rawsys
+	pid=$(pid_of srv)
+	hold_clients a 127.0.0.2 1
+	for round in $(seq 8); do
+		run -0 "$BIN/tclient" -s 127.0.0.2 -p "$PORT" -n 10
+		assert_output_has '^kept=0 refused=10$'
+		sleep 0.1
+	done
+	drop srv 1
+	wait_for 5 kept_one 127.0.0.2 ||
+		fail "still refused: $("$STATUS" "$pid")"
+	assert_equal "$(counter_of "$pid" released_kernel)" 1
 }
 
 # With the smallest table one sweep covers every client slot; it checks

@@ -785,6 +785,14 @@ prom_check() {
 	assert_output_has '^max_per_ip=20$'
 }
 
+# nft -c checks a ruleset against the kernel without loading it; in a
+# private network namespace nothing of the host's is touched either way.
+@test "the nftables example is a valid ruleset" {
+	command -v nft >/dev/null || skip "nft is not installed"
+	((EUID == 0)) || skip "needs root for a network namespace"
+	run -0 unshare -n nft -c -f "$REPO/examples/nftables/flood.nft"
+}
+
 @test "the nginx example is a valid nginx configuration" {
 	command -v nginx >/dev/null || skip "nginx is not installed"
 	run -0 nginx -t -q -c "$REPO/examples/nginx/nginx.conf"

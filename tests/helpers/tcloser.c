@@ -31,6 +31,10 @@
  *   dup2null     dup2(/dev/null, N): N stays open on /dev/null;
  *   dup3null     dup3(/dev/null, N, O_CLOEXEC), likewise;
  *   syscall      syscall(SYS_close, N), behind libc's back;
+ *   rawsys       the close system call made by an instruction of this
+ *                program's own (x86-64 and arm64): no library sees it,
+ *                as with io_uring; then /dev/null is opened, which takes
+ *                the freed number, so no accept reuses it;
  *   pass         sendmsg N to a helper process (printed "helper pid=P"
  *                at start, "helper got fd=M" per descriptor), then
  *                close(N); SIGUSR1 to the helper makes it close all it
@@ -92,7 +96,7 @@ static _Noreturn void usage(void)
 	fprintf(stderr, "usage: tcloser [-p PORT] "
 		"[-k plain|dup|inetd|dupfd|dup3] "
 		"[-w close|fclose|close_range|closefrom|dup2null|dup3null|"
-		"syscall|pass|exec] [-L FD] [-s vfork|popen|system]\n");
+		"syscall|rawsys|pass|exec] [-L FD] [-s vfork|popen|system]\n");
 	exit(2);
 }
 
@@ -110,7 +114,7 @@ static void parse_opts(int argc, char **argv)
 		"dupfd", "dup3", NULL };
 	static const char *const ways[] = { "close", "fclose",
 		"close_range", "closefrom", "dup2null", "dup3null", "syscall",
-		"pass", "exec", NULL };
+		"rawsys", "pass", "exec", NULL };
 	static const char *const shares[] = { "vfork", "popen", "system",
 		NULL };
 	int c;
@@ -374,6 +378,29 @@ static _Noreturn void reexec(void)
 	die("execv");
 }
 
+/* close(2) without libc: no interposed symbol is on this path. */
+static long raw_close(int fd)
+{
+	long r = (long)fd;
+
+#if defined(__x86_64__)
+	long nr = SYS_close;
+
+	__asm__ volatile("syscall" : "=a"(r) : "a"(nr), "D"(r)
+			 : "rcx", "r11", "memory");
+#elif defined(__aarch64__)
+	register long x0 __asm__("x0") = r;
+	register long x8 __asm__("x8") = SYS_close;
+
+	__asm__ volatile("svc 0" : "+r"(x0) : "r"(x8) : "memory");
+	r = x0;
+#else
+	errno = ENOSYS;
+	die("rawsys: no raw system call on this architecture");
+#endif
+	return r;
+}
+
 static void end_one(int fd)
 {
 	const char *w = opt.way;
@@ -398,6 +425,10 @@ static void end_one(int fd)
 		leftover[nleftover++] = fd;
 	} else if (!strcmp(w, "syscall")) {
 		syscall(SYS_close, fd);
+	} else if (!strcmp(w, "rawsys")) {
+		if (raw_close(fd) != 0)
+			die("raw close");
+		leftover[nleftover++] = open("/dev/null", O_RDONLY);
 	} else if (!strcmp(w, "pass")) {
 		send_fd(fd);
 		close(fd);
