@@ -263,7 +263,11 @@ figure() {
 	if [[ $3 == - ]]; then
 		printf '| %s | none | %.3f | %.3f | %.3f | |\n' "$2" "$med" \
 			"$lo" "$hi" >>"$TMP/summary.md"
-		return
+		# Plotted too with PLOT_LABEL [MARK]: next to a figure whose
+		# target MARK also shows (a comparison, not a verdict).
+		[[ -n ${5:-} ]] && printf '"%s" %s %s %s %s\n' "$5" "$med" \
+			"$lo" "$hi" "${6:-NaN}" >>"$TMP/targets.dat"
+		return 0
 	fi
 	printf '| %s | %s %s | %.3f | %.3f | %.3f | %s |\n' "$2" "$3" "$4" \
 		"$med" "$lo" "$hi" "$(verdict "$med" "$3" "$4")" \

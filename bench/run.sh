@@ -855,12 +855,14 @@ flood_report() {
 		"clients' requests." ""
 	figure flood_library_19 "p99, flood (nice 19) / no flood" "<=" 1.5 \
 		"flood p99, nice 19"
+	figure flood_own_19 \
+		"floor: the same with the limit in the server (nice 19)" - - \
+		"floor (no library), nice 19" 1.5
+	[[ -n $nft ]] && figure flood_nft_19 \
+		"the same with nftables in the kernel (nice 19)" - - \
+		"nftables, nice 19" 1.5
 	figure flood_library_0 "p99, flood (nice 0) / no flood" "<=" 1.5 \
 		"flood p99, nice 0"
-	figure flood_own_19 \
-		"floor: the same with the limit in the server (nice 19)" - -
-	[[ -n $nft ]] && figure flood_nft_19 \
-		"the same with nftables in the kernel (nice 19)" - -
 	figure flood_lib_own "flooded p99, library / limit in the server" - -
 	stated "refused connections shed per second (nice 19 / 0)" \
 		"$(flooder_rate library 19) / $(flooder_rate library 0)"
