@@ -155,8 +155,17 @@ CL_HIDDEN int cl_zone_open(uint32_t capacity, const char *name,
 			   uint32_t max_per_ip, struct cl_zone *z);
 
 /* ---- kcheck.c: ask the kernel which counted sockets still exist ---- */
+/* What a kernel check of one client may take for granted. */
+struct cl_kcheck_how {
+	int trust;		/* records held_here() (kcheck.c) are live */
+	const struct cl_peer *self;	/* a connection being refused, held
+					   by us and no record's; or NULL */
+	uint16_t self_lport;
+};
+
 CL_HIDDEN int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why,
-			       int trust);
+			       const struct cl_kcheck_how *how);
+CL_HIDDEN int cl_check_budget(struct cl_zone_hdr *h, uint32_t now);
 CL_HIDDEN int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen,
 			       int why);
 CL_HIDDEN int cl_kcheck_available(void);

@@ -29,18 +29,18 @@
  * flooding at its limit is checked about 6 times a second, a client whose
  * holders just died at once.  Per zone: at most KCHECKS_PER_S a second.
  *
- * Past the first KCHECK_BACKOFF_MAX steps, only one check in
- * KCHECK_FULL_EVERY asks the kernel about every record; the others trust
- * the records this process admitted and still holds unshared (every way
- * it can close them is interposed) and ask only about the rest, which is
- * often nothing at all.  A flood against one process then costs a dump
- * about every 1.3 s instead of six a second; something this process
- * closed unseen (io_uring) is still found within that time.
+ * Past the first KCHECK_BACKOFF_MAX steps the checks of a refusal go
+ * round a cycle of KCHECK_FULL_EVERY: the first asks the kernel about
+ * every record; the others trust the records this process admitted and
+ * still holds unshared (every way it can close them is interposed) and
+ * ask only about the rest, often nothing at all, and a check that asks
+ * nothing costs none of the zone's budget.  A flood against one process
+ * then costs a dump every 1.28 s instead of six a second; something this
+ * process closed unseen (io_uring) is still found within that time.
  */
 #define KCHECK_EVERY_MS 10
 #define KCHECK_BACKOFF_MAX 4
 #define KCHECK_FULL_EVERY 8
-#define KCHECK_STEPS_MAX 1000000	/* the backoff count saturates */
 #define KCHECKS_PER_S 50
 #define SWEEP_EVERY_MS 1000	/* per zone, a few clients from accept */
 #define SWEEP_MAX_GAP_MS 32000
@@ -314,7 +314,7 @@ static void log_refusal(struct cl_client *cc, const struct cl_peer *p,
 }
 
 /* One more kernel check this second for the zone, if the budget allows. */
-static int check_budget(struct cl_zone_hdr *h, uint32_t now)
+int cl_check_budget(struct cl_zone_hdr *h, uint32_t now)
 {
 	uint32_t sec = now / 1000, cur = LOAD(&h->check_sec);
 
@@ -363,27 +363,42 @@ static void end_check(struct cl_client *cc)
  * before the claim, so a flood of refusals between checks does not
  * contend for the claim word.
  */
+/* A client's next backoff step: up the ladder, then round the cycle. */
+static uint32_t next_step(uint32_t b)
+{
+	return b + 1 < KCHECK_BACKOFF_MAX + KCHECK_FULL_EVERY ?
+		       b + 1 : KCHECK_BACKOFF_MAX;
+}
+
+/*
+ * A kernel check of one client if it is due: how many records were
+ * released, or -1 while another check of it is under way.  Due is read
+ * before the claim, so a flood of refusals between checks does not
+ * contend for the claim word.  @self: the connection being refused (see
+ * struct cl_kcheck_how), or NULL for the background sweep, which never
+ * trusts.
+ */
 static int check_client(struct cl_zone *z, uint32_t client, uint32_t now,
-			uint32_t min_age, int may_trust)
+			uint32_t min_age, const struct cl_peer *self,
+			uint16_t lport)
 {
 	struct cl_client *cc = cl_zone_client(z, client);
+	struct cl_kcheck_how how = { 0, self, lport };
 	uint32_t b;
-	int r = 0, trust;
+	int r = 0;
 
 	if (!due(cc, now, min_age))
 		return LOAD(&cc->checking) ? -1 : 0;
 	if (!claim_check(cc))
 		return -1;
-	if (due(cc, now, min_age) && check_budget(z->hdr, now)) {
+	b = LOAD(&cc->backoff);
+	how.trust = self && b > KCHECK_BACKOFF_MAX;
+	/* A trusted check takes from the budget only if it dumps. */
+	if (due(cc, now, min_age) &&
+	    (how.trust || cl_check_budget(z->hdr, now))) {
 		STORE(&cc->verify_ms, now);
-		b = LOAD(&cc->backoff);
-		trust = may_trust && b >= KCHECK_BACKOFF_MAX &&
-			b % KCHECK_FULL_EVERY != 0;
-		r = cl_kcheck_client(z, client, CLC_REL_KERNEL, trust);
-		if (r > 0)
-			STORE(&cc->backoff, 0);
-		else if (b < KCHECK_STEPS_MAX)
-			STORE(&cc->backoff, b + 1);
+		r = cl_kcheck_client(z, client, CLC_REL_KERNEL, &how);
+		STORE(&cc->backoff, r > 0 ? 0 : next_step(b));
 	}
 	end_check(cc);
 	return r > 0 ? r : 0;
@@ -407,7 +422,7 @@ static int sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
 		if (CL_RS_ST(LOAD(&z->conns[i].state)) == CL_RS_LIVE) {
 			c = LOAD(&z->conns[i].client);
 			if (due(cl_zone_client(z, c), now, min_age)) {
-				r = check_client(z, c, now, min_age, 0);
+				r = check_client(z, c, now, min_age, NULL, 0);
 				released += r > 0 ? r : 0;
 				done++;
 			}
@@ -471,11 +486,12 @@ static void wait_check(struct cl_client *cc)
  * connection for the length of a dump.  Either way the caller then
  * tries to admit again.
  */
-static void recheck(struct cl_zone *z, const struct cl_admit *a)
+static void recheck(struct cl_zone *z, const struct cl_admit *a,
+		    const struct cl_peer *p, uint16_t lport)
 {
 	struct cl_client *cc = cl_zone_client(z, a->client);
 
-	if (check_client(z, a->client, cl_now_ms(), 0, 1) < 0 &&
+	if (check_client(z, a->client, cl_now_ms(), 0, p, lport) < 0 &&
 	    LOAD(&cc->backoff) == 0)
 		wait_check(cc);
 }
@@ -558,7 +574,7 @@ static int admit(const struct cl_settings *s, const struct cl_peer *p,
 	}
 	r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
 	if (r == CL_REFUSE) {
-		recheck(z, a);
+		recheck(z, a, p, lport);
 		r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
 	} else if (r == CL_REFUSE_TOTAL) {
 		/* The total is full: stale records of any client may fill

@@ -29,8 +29,10 @@ struct wants {
 	struct cl_diag_conn *d;
 	uint32_t *idx, *gen;
 	int n, cap;
-	int trust;		/* skip records held_here() */
-	uint32_t trusted;	/* records skipped so */
+	const struct cl_kcheck_how *how;
+	uint32_t trusted;	/* records taken as live by how->trust */
+	struct cl_diag_conn self;	/* how->self as sock_diag shows it */
+	int self_seen;		/* in the current dump */
 };
 
 static int kcheck_off;
@@ -53,6 +55,17 @@ static void kcheck_disable(const char *why, int err)
 	cl_line_kq(&l, "fallback", "a close releases its slot at once; "
 		   "fork-per-connection servers are not limited");
 	cl_line_emit(&l, CL_LOG_WARN);
+}
+
+/* The refused connection as a record of it would read. */
+static void self_of(struct cl_diag_conn *d, const struct cl_peer *p,
+		    uint16_t lport)
+{
+	memset(d, 0, sizeof *d);
+	d->pport = p->port;
+	d->lport = lport;
+	d->family = p->family;
+	memcpy(d->peer, p->raw, 16);
 }
 
 static void want_add(struct wants *ws, const struct cl_conn *c,
@@ -112,7 +125,7 @@ static void collect(struct cl_zone *z, uint32_t client, int only_idx,
 			continue;
 		if (only_idx >= 0 && CL_RS_GEN(s) != (only_gen & CL_GEN_MASK))
 			continue;
-		if (ws->trust && held_here(c, i, s)) {
+		if (ws->how->trust && held_here(c, i, s)) {
 			ws->trusted++;
 			continue;
 		}
@@ -121,11 +134,29 @@ static void collect(struct cl_zone *z, uint32_t client, int only_idx,
 	*from = i;
 }
 
+/*
+ * One socket per dump is the connection being refused: accepted, so
+ * live, and not yet anyone's record.  Counted, it would hold a dead
+ * record with the same addresses and ports (a client reconnecting from
+ * a fixed source port after its holder was killed) for ever.
+ */
+static int is_self(struct wants *ws, const struct inet_diag_msg *m)
+{
+	const struct cl_diag_conn *s = &ws->self;
+
+	if (!ws->how->self || ws->self_seen ||
+	    !cl_diag_holds(m, s->family, s->peer, s->pport, s->lport))
+		return 0;
+	ws->self_seen = 1;
+	return 1;
+}
+
 static void match(void *arg, const struct inet_diag_msg *m)
 {
 	struct wants *ws = arg;
 
-	cl_diag_count(m, ws->d, ws->n);
+	if (!is_self(ws, m))
+		cl_diag_count(m, ws->d, ws->n);
 }
 
 /*
@@ -160,6 +191,7 @@ static int ask_kernel(struct cl_zone *z, uint32_t client, struct wants *ws)
 		/* The client's network covers prefixed keys too. */
 		memcpy(net.b, ws->d[i].peer, 16);
 		cl_key_apply_prefix128(&net, plen);
+		ws->self_seen = 0;
 		r = cl_diag_dump(fam, net.b, plen, match, ws);
 		if (r < 0 && transient(-r))
 			return -2;
@@ -231,23 +263,29 @@ static int kcheck_run(struct cl_zone *z, uint32_t client, struct wants *ws,
  * those no process holds, counting them under @why.  Each batch of
  * MAX_WANT records costs a dump over the host's TCP table, so one call
  * makes at most MAX_BATCHES, starting at a different place each time: a
- * client with more records is covered over several calls.  With @trust,
- * records held_here() count as live without asking.  Returns how
+ * client with more records is covered over several calls.  @how may
+ * trust records held_here() as live (then a dump for the others takes
+ * from the zone's budget here, and a check that needs none is free) and
+ * name a connection being refused.  Returns how
  * many were released; -1 if the kernel cannot be asked (then logged
  * once, and never asked again); -2 if this one check could not be made
  * (no descriptor or memory to spare right now).
  */
-int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why, int trust)
+int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why,
+		     const struct cl_kcheck_how *how)
 {
+	static const struct cl_kcheck_how plain;
 	struct cl_diag_conn d[MAX_WANT];
 	uint32_t idx[MAX_WANT], gen[MAX_WANT], live = 0, start, from, stop;
 	struct wants ws = { .d = d, .idx = idx, .gen = gen, .cap = MAX_WANT,
-			    .trust = trust };
+			    .how = how ? how : &plain };
 	uint32_t end = LOAD(&z->hdr->conn_hwm);
-	int r, released = 0, batch, wrapped;
+	int r, released = 0, batch, wrapped, charged = !ws.how->trust;
 
 	if (!cl_kcheck_available())
 		return -1;
+	if (ws.how->self)
+		self_of(&ws.self, ws.how->self, ws.how->self_lport);
 	if (end > z->nconns)
 		end = z->nconns;
 	start = end ? (cl_now_ms() * 2654435761u) % end : 0;
@@ -263,6 +301,11 @@ int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why, int trust)
 			stop = start;
 			wrapped = 1;
 			collect(z, client, -1, 0, &from, stop, &ws);
+		}
+		if (ws.n && !charged) {
+			if (!cl_check_budget(z->hdr, cl_now_ms()))
+				return -2;
+			charged = 1;
 		}
 		if (ws.n) {
 			r = kcheck_run(z, client, &ws, why);
@@ -285,7 +328,9 @@ int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen, int why)
 {
 	struct cl_diag_conn d[1];
 	uint32_t i[1], g[1], from;
-	struct wants ws = { .d = d, .idx = i, .gen = g, .cap = 1 };
+	static const struct cl_kcheck_how plain;
+	struct wants ws = { .d = d, .idx = i, .gen = g, .cap = 1,
+			    .how = &plain };
 	uint32_t client;
 
 	if (!cl_kcheck_available() || idx >= z->nconns)

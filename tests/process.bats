@@ -235,6 +235,25 @@ first_child() {
 	status_matches_ss "$(pid_of pf)" 127.0.0.2
 }
 
+# The new connection has the same addresses and ports as the dead
+# record.  It is already accepted when the refusal checks the kernel, so
+# it must not count as that record's holder.
+@test "a client back on its one source port after its holder was killed is admitted" {
+	local pid worker
+	start_server pf preload_env CONNLIMIT_MAX_PER_IP=1 "$BIN/tprefork" \
+		-w 1 -R
+	pid=$(pid_of pf)
+	hold_clients a 127.0.0.2 1 -P 40001
+	assert_equal "$(kept_of a)" 1
+	worker=$(sed -n 's/^worker pid=//p' "$(out_of pf)")
+	kill_and_wait KILL "$worker"
+	wait_line pf '^respawn pid='
+	release_clients a
+	run -0 "$BIN/tclient" -s 127.0.0.2 -P 40001 -p "$PORT"
+	assert_output_has '^kept=1 refused=0$'
+	assert_equal "$(counter_of "$pid" released_kernel)" 1
+}
+
 # Every worker is killed, so the four records are stale; four workers
 # then accept the client's four new connections at the same moment.
 @test "a burst from a client whose holders all died is accepted in full" {

@@ -2,8 +2,8 @@
  * tclient: opens connections from one source address and reports which
  * ones the server kept.
  *
- * Usage: tclient [-s SRC] [-d DST] -p PORT [-n N] [-c] [-t MS] [-G MS]
- *                [-H stdin|MS] [-v]
+ * Usage: tclient [-s SRC] [-P SPORT] [-d DST] -p PORT [-n N] [-c] [-t MS]
+ *                [-G MS] [-H stdin|MS] [-v]
  *
  * A connection is kept when a whole first line arrives within -t MS
  * (default 3000) or, with -G MS (servers that do not greet), when it is
@@ -12,7 +12,10 @@
  * kept" or "conn I refused reason=eof|reset|timeout|connect-error" for
  * each (with -v also "conn I line=TEXT"), then "kept=K refused=R". -H
  * holds the kept connections until stdin reaches EOF or for MS, then
- * closes them. Exit status 0, 2 on a usage error, 1 when setting up fails.
+ * closes them. -P binds every connection to source port SPORT (with
+ * SO_REUSEADDR) and closes each with a reset, so the port is free again
+ * at once (no TIME_WAIT): a client that always comes from one port.
+ * Exit status 0, 2 on a usage error, 1 when setting up fails.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -50,6 +53,7 @@ static struct {
 	long greetless_ms;
 	const char *hold;
 	int verbose;
+	int sport;
 } opt = { .dst = "127.0.0.1", .n = 1, .timeout_ms = 3000,
 	  .greetless_ms = -1 };
 
@@ -58,8 +62,8 @@ static socklen_t src_len, dst_len;
 
 static _Noreturn void usage(void)
 {
-	fprintf(stderr, "usage: tclient [-s SRC] [-d DST] -p PORT [-n N] [-c] "
-		"[-t MS] [-G MS] [-H stdin|MS] [-v]\n");
+	fprintf(stderr, "usage: tclient [-s SRC] [-P SPORT] [-d DST] -p PORT "
+		"[-n N] [-c] [-t MS] [-G MS] [-H stdin|MS] [-v]\n");
 	exit(2);
 }
 
@@ -102,9 +106,10 @@ static void parse_opts(int argc, char **argv)
 {
 	int c;
 
-	while ((c = getopt(argc, argv, "s:d:p:n:ct:G:H:v")) != -1) {
+	while ((c = getopt(argc, argv, "s:P:d:p:n:ct:G:H:v")) != -1) {
 		switch (c) {
 		case 's': opt.src = optarg; break;
+		case 'P': opt.sport = atoi(optarg); break;
 		case 'd': opt.dst = optarg; break;
 		case 'p': opt.port = atoi(optarg); break;
 		case 'n': opt.n = atoi(optarg); break;
@@ -116,11 +121,12 @@ static void parse_opts(int argc, char **argv)
 		default: usage();
 		}
 	}
-	if (optind != argc || opt.port <= 0 || opt.n < 1)
+	if (optind != argc || opt.port <= 0 || opt.n < 1 ||
+	    opt.sport < 0 || opt.sport > 65535 || (opt.sport && !opt.src))
 		usage();
 	dst_len = parse_addr(opt.dst, opt.port, &dst_addr);
 	if (opt.src)
-		src_len = parse_addr(opt.src, 0, &src_addr);
+		src_len = parse_addr(opt.src, opt.sport, &src_addr);
 }
 
 static void raise_nofile(void)
@@ -133,9 +139,19 @@ static void raise_nofile(void)
 	}
 }
 
+/* With -P, a reset: the fixed port must be free for the next one. */
+static void end_conn(int fd)
+{
+	struct linger lg = { 1, 0 };
+
+	if (opt.sport)
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	close(fd);
+}
+
 static void refuse(struct conn *c, const char *reason)
 {
-	close(c->fd);
+	end_conn(c->fd);
 	c->fd = -1;
 	c->state = REFUSED;
 	c->reason = reason;
@@ -157,7 +173,9 @@ static int new_socket(void)
 		die("socket");
 	if (!opt.src)
 		return fd;
-	if (src_addr.ss_family == AF_INET)
+	if (opt.sport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	else if (src_addr.ss_family == AF_INET)
 		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one,
 			   sizeof(one));
 	if (bind(fd, (struct sockaddr *)&src_addr, src_len) == -1)
@@ -321,6 +339,6 @@ int main(int argc, char **argv)
 	hold();
 	for (int i = 0; i < opt.n; i++)
 		if (conns[i].fd >= 0)
-			close(conns[i].fd);
+			end_conn(conns[i].fd);
 	return 0;
 }
