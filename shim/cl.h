@@ -158,9 +158,8 @@ CL_HIDDEN int cl_zone_open(uint32_t capacity, const char *name,
 /* What a kernel check of one client may take for granted. */
 struct cl_kcheck_how {
 	int trust;		/* records held_here() (kcheck.c) are live */
-	const struct cl_peer *self;	/* a connection being refused, held
-					   by us and no record's; or NULL */
-	uint16_t self_lport;
+	int self_fd;		/* a connection being refused: held by us,
+				   no record's; or -1 */
 };
 
 CL_HIDDEN int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why,

@@ -374,16 +374,15 @@ static uint32_t next_step(uint32_t b)
  * A kernel check of one client if it is due: how many records were
  * released, or -1 while another check of it is under way.  Due is read
  * before the claim, so a flood of refusals between checks does not
- * contend for the claim word.  @self: the connection being refused (see
- * struct cl_kcheck_how), or NULL for the background sweep, which never
- * trusts.
+ * contend for the claim word.  @self_fd: the connection being refused
+ * (see struct cl_kcheck_how), or -1 for the background sweep, which
+ * never trusts.
  */
 static int check_client(struct cl_zone *z, uint32_t client, uint32_t now,
-			uint32_t min_age, const struct cl_peer *self,
-			uint16_t lport)
+			uint32_t min_age, int self_fd)
 {
 	struct cl_client *cc = cl_zone_client(z, client);
-	struct cl_kcheck_how how = { 0, self, lport };
+	struct cl_kcheck_how how = { 0, self_fd };
 	uint32_t b;
 	int r = 0;
 
@@ -392,7 +391,7 @@ static int check_client(struct cl_zone *z, uint32_t client, uint32_t now,
 	if (!claim_check(cc))
 		return -1;
 	b = LOAD(&cc->backoff);
-	how.trust = self && b > KCHECK_BACKOFF_MAX;
+	how.trust = self_fd >= 0 && b > KCHECK_BACKOFF_MAX;
 	/* A trusted check takes from the budget only if it dumps. */
 	if (due(cc, now, min_age) &&
 	    (how.trust || cl_check_budget(z->hdr, now))) {
@@ -422,7 +421,7 @@ static int sweep_run(struct cl_zone *z, uint32_t now, uint32_t min_age,
 		if (CL_RS_ST(LOAD(&z->conns[i].state)) == CL_RS_LIVE) {
 			c = LOAD(&z->conns[i].client);
 			if (due(cl_zone_client(z, c), now, min_age)) {
-				r = check_client(z, c, now, min_age, NULL, 0);
+				r = check_client(z, c, now, min_age, -1);
 				released += r > 0 ? r : 0;
 				done++;
 			}
@@ -486,12 +485,11 @@ static void wait_check(struct cl_client *cc)
  * connection for the length of a dump.  Either way the caller then
  * tries to admit again.
  */
-static void recheck(struct cl_zone *z, const struct cl_admit *a,
-		    const struct cl_peer *p, uint16_t lport)
+static void recheck(struct cl_zone *z, const struct cl_admit *a, int fd)
 {
 	struct cl_client *cc = cl_zone_client(z, a->client);
 
-	if (check_client(z, a->client, cl_now_ms(), 0, p, lport) < 0 &&
+	if (check_client(z, a->client, cl_now_ms(), 0, fd) < 0 &&
 	    LOAD(&cc->backoff) == 0)
 		wait_check(cc);
 }
@@ -549,12 +547,13 @@ static int count_outcome(struct cl_zone *z, const struct cl_peer *p,
 }
 
 /*
- * Admit @p under the settings @s: CL_ADMIT (tracked), CL_UNTRACKED
- * (admitted, not counted) or a refusal.  A would-be refusal in monitor
- * mode is admitted and counted with no limit, so counts stay true.
+ * Admit @p, accepted as @fd, under the settings @s: CL_ADMIT (tracked),
+ * CL_UNTRACKED (admitted, not counted) or a refusal.  A would-be refusal
+ * in monitor mode is admitted and counted with no limit, so counts stay
+ * true.
  */
 static int admit(const struct cl_settings *s, const struct cl_peer *p,
-		 uint16_t lport, struct cl_admit *a)
+		 uint16_t lport, int fd, struct cl_admit *a)
 {
 	struct cl_zone *z = cl.zone;
 	int exempt, r;
@@ -574,7 +573,7 @@ static int admit(const struct cl_settings *s, const struct cl_peer *p,
 	}
 	r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
 	if (r == CL_REFUSE) {
-		recheck(z, a, p, lport);
+		recheck(z, a, fd);
 		r = cl_zone_admit(z, &k, lport, limit, s->max_total, a);
 	} else if (r == CL_REFUSE_TOTAL) {
 		/* The total is full: stale records of any client may fill
@@ -624,7 +623,7 @@ int cl_track(int c, int lfd, const struct sockaddr *sa, socklen_t len,
 		return 0;
 	publish_settings(cl.zone->hdr, *s);
 	sweep(cl.zone);
-	r = admit(*s, &p, lport, &a);
+	r = admit(*s, &p, lport, c, &a);
 	if (r == CL_REFUSE || r == CL_REFUSE_TOTAL)
 		return (*s)->action + 1;
 	if (r != CL_ADMIT)

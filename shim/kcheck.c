@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "cl.h"
 #include "diag.h"
@@ -31,8 +32,7 @@ struct wants {
 	int n, cap;
 	const struct cl_kcheck_how *how;
 	uint32_t trusted;	/* records taken as live by how->trust */
-	struct cl_diag_conn self;	/* how->self as sock_diag shows it */
-	int self_seen;		/* in the current dump */
+	uint64_t self_ino;	/* socket inode of how->self_fd, or 0 */
 };
 
 static int kcheck_off;
@@ -57,15 +57,13 @@ static void kcheck_disable(const char *why, int err)
 	cl_line_emit(&l, CL_LOG_WARN);
 }
 
-/* The refused connection as a record of it would read. */
-static void self_of(struct cl_diag_conn *d, const struct cl_peer *p,
-		    uint16_t lport)
+/* The socket inode of @fd, as sock_diag reports it; 0 if unknown. */
+static uint64_t inode_of(int fd)
 {
-	memset(d, 0, sizeof *d);
-	d->pport = p->port;
-	d->lport = lport;
-	d->family = p->family;
-	memcpy(d->peer, p->raw, 16);
+	struct stat st;
+
+	return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) ?
+		       (uint64_t)st.st_ino : 0;
 }
 
 static void want_add(struct wants *ws, const struct cl_conn *c,
@@ -135,27 +133,17 @@ static void collect(struct cl_zone *z, uint32_t client, int only_idx,
 }
 
 /*
- * One socket per dump is the connection being refused: accepted, so
- * live, and not yet anyone's record.  Counted, it would hold a dead
- * record with the same addresses and ports (a client reconnecting from
- * a fixed source port after its holder was killed) for ever.
+ * The connection being refused is accepted, so live, and not yet anyone's
+ * record.  Counted, it would hold a dead record with the same addresses
+ * and ports (a client back on its fixed source port after its holder
+ * was killed) for ever.  It is told apart by its inode, not its ports:
+ * another socket may share those (another local address).
  */
-static int is_self(struct wants *ws, const struct inet_diag_msg *m)
-{
-	const struct cl_diag_conn *s = &ws->self;
-
-	if (!ws->how->self || ws->self_seen ||
-	    !cl_diag_holds(m, s->family, s->peer, s->pport, s->lport))
-		return 0;
-	ws->self_seen = 1;
-	return 1;
-}
-
 static void match(void *arg, const struct inet_diag_msg *m)
 {
 	struct wants *ws = arg;
 
-	if (!is_self(ws, m))
+	if (!ws->self_ino || m->idiag_inode != ws->self_ino)
 		cl_diag_count(m, ws->d, ws->n);
 }
 
@@ -191,7 +179,6 @@ static int ask_kernel(struct cl_zone *z, uint32_t client, struct wants *ws)
 		/* The client's network covers prefixed keys too. */
 		memcpy(net.b, ws->d[i].peer, 16);
 		cl_key_apply_prefix128(&net, plen);
-		ws->self_seen = 0;
 		r = cl_diag_dump(fam, net.b, plen, match, ws);
 		if (r < 0 && transient(-r))
 			return -2;
@@ -274,7 +261,7 @@ static int kcheck_run(struct cl_zone *z, uint32_t client, struct wants *ws,
 int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why,
 		     const struct cl_kcheck_how *how)
 {
-	static const struct cl_kcheck_how plain;
+	static const struct cl_kcheck_how plain = { 0, -1 };
 	struct cl_diag_conn d[MAX_WANT];
 	uint32_t idx[MAX_WANT], gen[MAX_WANT], live = 0, start, from, stop;
 	struct wants ws = { .d = d, .idx = idx, .gen = gen, .cap = MAX_WANT,
@@ -284,8 +271,6 @@ int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why,
 
 	if (!cl_kcheck_available())
 		return -1;
-	if (ws.how->self)
-		self_of(&ws.self, ws.how->self, ws.how->self_lport);
 	if (end > z->nconns)
 		end = z->nconns;
 	start = end ? (cl_now_ms() * 2654435761u) % end : 0;
@@ -307,6 +292,8 @@ int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why,
 				return -2;
 			charged = 1;
 		}
+		if (ws.n && !ws.self_ino)
+			ws.self_ino = inode_of(ws.how->self_fd);
 		if (ws.n) {
 			r = kcheck_run(z, client, &ws, why);
 			if (r < 0)
@@ -328,7 +315,7 @@ int cl_kcheck_record(struct cl_zone *z, uint32_t idx, uint32_t gen, int why)
 {
 	struct cl_diag_conn d[1];
 	uint32_t i[1], g[1], from;
-	static const struct cl_kcheck_how plain;
+	static const struct cl_kcheck_how plain = { 0, -1 };
 	struct wants ws = { .d = d, .idx = i, .gen = g, .cap = 1,
 			    .how = &plain };
 	uint32_t client;
