@@ -254,6 +254,41 @@ first_child() {
 	assert_equal "$(counter_of "$pid" released_kernel)" 1
 }
 
+# The same ports can be live on another local address.  Here the client
+# holds 127.0.0.2:41001 -> 127.0.0.1 and a second connection from that
+# port to 127.0.0.3 is reset before the server accepts it (the server is
+# stopped meanwhile): its socket is no longer in the kernel's table, so
+# the check must not take the live twin for it and free the slot.
+@test "a reset connection with a live twin on another address is still refused" {
+	run -0 in_netns '
+		start_server srv preload_env CONNLIMIT_MAX_PER_IP=1 \
+			"$BIN/tserver" -b 0.0.0.0
+		pid=$(pid_of srv)
+		"$BIN/tclient" -s 127.0.0.2 -P 41001 -p "$PORT" -H 4000 \
+			>"$BATS_TEST_TMPDIR/held.out" &
+		wait_for 3 file_has "$BATS_TEST_TMPDIR/held.out" "^kept=1"
+		kill -STOP "$pid"
+		/usr/bin/python3 -c "
+import socket, struct, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack(\"ii\", 1, 0))
+s.bind((\"127.0.0.2\", 41001))
+s.connect((\"127.0.0.3\", int(sys.argv[1])))
+s.close()" "$PORT"
+		sleep 0.05
+		kill -CONT "$pid"
+		for i in $(seq 30); do	# until the reset one was refused
+			"$STATUS" --no-verify "$pid" |
+				grep -q "^counters .* refused=1 " && break
+			sleep 0.1
+		done
+		"$BIN/tclient" -s 127.0.0.2 -p "$PORT"
+		"$STATUS" "$pid"'
+	assert_output_has '^kept=0 refused=1$'
+	assert_output_has '^client=127\.0\.0\.2 open=1 counted=1 '
+}
+
 # Every worker is killed, so the four records are stale; four workers
 # then accept the client's four new connections at the same moment.
 @test "a burst from a client whose holders all died is accepted in full" {
