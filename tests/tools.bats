@@ -793,6 +793,39 @@ prom_check() {
 	run -0 unshare -n nft -c -f "$REPO/examples/nftables/flood.nft"
 }
 
+# The example in front of a protected server, in a private namespace:
+# 300 connects as fast as they go from one address pass the rate of 50
+# a second (bursts of 100), so the kernel turns some away at connect
+# while the library resets those over its limit; an address put in
+# exempt4 is never turned away by the kernel.
+@test "the nftables example stops a fast reconnector before the library" {
+	command -v nft >/dev/null || skip "nft is not installed"
+	((EUID == 0)) || skip "needs root for a network namespace"
+	run -0 in_netns '
+		start_server srv preload_env CONNLIMIT_MAX_PER_IP=2 \
+			"$BIN/tserver"
+		sed "s/dport 8080/dport $PORT/" \
+			"$BATS_TEST_DIRNAME/../examples/nftables/flood.nft" |
+			nft -f -
+		nft add element inet connlimit_flood exempt4 { 127.0.0.4 }
+		echo "== fast"
+		"$BIN/tclient" -s 127.0.0.2 -p "$PORT" -n 300 -t 1000
+		echo "== exempt"
+		"$BIN/tclient" -s 127.0.0.4 -p "$PORT" -n 300 -t 1000
+		echo "== other"
+		"$BIN/tclient" -s 127.0.0.3 -p "$PORT"'
+	local fast exempt
+	fast=$(sed -n '/^== fast/,/^== exempt/p' <<<"$output")
+	exempt=$(sed -n '/^== exempt/,/^== other/p' <<<"$output")
+	grep -q 'refused reason=connect-error' <<<"$fast" ||
+		fail "the kernel turned nothing away: $(tail -n 3 <<<"$fast")"
+	grep -q 'refused reason=\(reset\|eof\)' <<<"$fast" ||
+		fail "the library refused nothing: $(tail -n 3 <<<"$fast")"
+	! grep -q 'refused reason=connect-error' <<<"$exempt" ||
+		fail "an exempt4 address was turned away by the kernel"
+	assert_output_has '^kept=1 refused=0$'
+}
+
 @test "the nginx example is a valid nginx configuration" {
 	command -v nginx >/dev/null || skip "nginx is not installed"
 	run -0 nginx -t -q -c "$REPO/examples/nginx/nginx.conf"
