@@ -329,19 +329,27 @@ static void *pool_worker(void *arg)
 	return NULL;
 }
 
-static void pool_run(int lfd)
+/* Block the signals benchsrv handles; the old mask goes to @old. */
+static void block_signals(sigset_t *old)
 {
-	pthread_attr_t attr;
-	pthread_t t;
-	sigset_t mask, old;
-	int i;
+	sigset_t mask;
 
-	/* Signals go to the main thread, which only waits for them. */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGUSR1);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &mask, &old);
+	pthread_sigmask(SIG_BLOCK, &mask, old);
+}
+
+static void pool_run(int lfd)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	sigset_t old;
+	int i;
+
+	/* Signals go to the main thread, which only waits for them. */
+	block_signals(&old);
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 128 * 1024);
 	for (i = 0; i < opt.threads; i++)
@@ -392,14 +400,10 @@ static void supervise(void)
 
 static void prefork(int lfd)
 {
-	sigset_t mask, old;
+	sigset_t old;
 	int i;
 
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGUSR1);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, &old);
+	block_signals(&old);
 	for (i = 0; i < opt.procs; i++) {
 		kids[i] = fork();
 		if (kids[i] < 0)

@@ -357,12 +357,6 @@ static void end_check(struct cl_client *cc)
 	CL_SYS(SYS_futex, &cc->checking, FUTEX_WAKE, INT_MAX);
 }
 
-/*
- * A kernel check of one client if it is due: how many records were
- * released, or -1 while another check of it is under way.  Due is read
- * before the claim, so a flood of refusals between checks does not
- * contend for the claim word.
- */
 /* A client's next backoff step: up the ladder, then round the cycle. */
 static uint32_t next_step(uint32_t b)
 {

@@ -261,11 +261,10 @@ static int kcheck_run(struct cl_zone *z, uint32_t client, struct wants *ws,
 int cl_kcheck_client(struct cl_zone *z, uint32_t client, int why,
 		     const struct cl_kcheck_how *how)
 {
-	static const struct cl_kcheck_how plain = { 0, -1 };
 	struct cl_diag_conn d[MAX_WANT];
 	uint32_t idx[MAX_WANT], gen[MAX_WANT], live = 0, start, from, stop;
 	struct wants ws = { .d = d, .idx = idx, .gen = gen, .cap = MAX_WANT,
-			    .how = how ? how : &plain };
+			    .how = how };
 	uint32_t end = LOAD(&z->hdr->conn_hwm);
 	int r, released = 0, batch, wrapped, charged = !ws.how->trust;
 

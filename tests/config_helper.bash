@@ -82,15 +82,9 @@ configmap_version() {
 # conf_server NAME [VAR=VALUE...] [-- TSERVER_ARGS...]: tserver under the
 # library, reading $CONF, with the given CONNLIMIT_* variables.
 conf_server() {
-	local name=$1 vars=()
+	local name=$1
 	shift
-	while (($#)) && [[ $1 != -- ]]; do
-		vars+=("$1")
-		shift
-	done
-	(($#)) && shift
-	start_server "$name" preload_env CONNLIMIT_CONFIG="$CONF" \
-		"${vars[@]}" "$BIN/tserver" "$@"
+	env_server "$name" CONNLIMIT_CONFIG="$CONF" "$@"
 }
 
 # env_server NAME [VAR=VALUE...] [-- TSERVER_ARGS...]: the same without

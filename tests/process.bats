@@ -101,24 +101,8 @@ fork_server() {
 			SYSTEM:'echo hello; cat'
 		;;
 	python)
-		cat >"$BATS_TEST_TMPDIR/forking.py" <<-'EOF'
-			import socketserver
-
-			class Echo(socketserver.StreamRequestHandler):
-			    def handle(self):
-			        self.wfile.write(b"hello\n")
-			        for line in self.rfile:
-			            self.wfile.write(line)
-
-			class Server(socketserver.ForkingTCPServer):
-			    allow_reuse_address = True
-
-			with Server(("127.0.0.1", 0), Echo) as s:
-			    print("port=%d" % s.server_address[1], flush=True)
-			    s.serve_forever()
-		EOF
 		start_server srv preload_env CONNLIMIT_MAX_PER_IP=2 \
-			"$PYTHON" "$BATS_TEST_TMPDIR/forking.py"
+			"$PYTHON" "$BATS_TEST_DIRNAME/compat/forking_echo.py"
 		;;
 	tforker)
 		start_server srv preload_env CONNLIMIT_MAX_PER_IP=2 \
@@ -127,13 +111,19 @@ fork_server() {
 	esac
 }
 
-# check_third_refused KIND
-check_third_refused() {
-	fork_server "$1"
+# third_refused PID: 127.0.0.2 keeps two connections (held as "a"), a
+# third is refused, and PID counts two.
+third_refused() {
 	hold_clients a 127.0.0.2 2
 	assert_equal "$(kept_of a)" 2
 	run ! try_from 127.0.0.2
-	assert_equal "$(client_field "$(pid_of srv)" 127.0.0.2 counted)" 2
+	assert_equal "$(client_field "$1" 127.0.0.2 counted)" 2
+}
+
+# check_third_refused KIND
+check_third_refused() {
+	fork_server "$1"
+	third_refused "$(pid_of srv)"
 }
 
 # check_ending_frees KIND: once the server's side of a's connection is
@@ -668,10 +658,7 @@ threading_server() {
 	pid=$(pid_of srv)
 	run -0 "$BIN/tstress" -S 127.0.0.3 -p "$PORT" -n 60 -c 2 -T 30
 	assert_output_has '^done ok=[1-9][0-9]* refused=[0-9]+ errors=0$'
-	hold_clients a 127.0.0.2 2
-	assert_equal "$(kept_of a)" 2
-	run ! try_from 127.0.0.2
-	assert_equal "$(client_field "$pid" 127.0.0.2 counted)" 2
+	third_refused "$pid"
 	status_matches_ss "$pid" 127.0.0.2
 	wait_for 5 counted_is "$pid" 127.0.0.3 0
 }

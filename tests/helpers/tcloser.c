@@ -156,24 +156,8 @@ static void catch_signals(void)
 
 static int listen_on(void)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sin);
-	int one = 1, fd;
-
-	sin.sin_port = htons((uint16_t)opt.port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM, 0);	/* kept across exec */
-	if (fd < 0)
-		die("socket");
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-		die("bind");
-	if (listen(fd, 64) < 0)
-		die("listen");
-	if (getsockname(fd, (struct sockaddr *)&sin, &len) < 0)
-		die("getsockname");
-	say("port=%d", ntohs(sin.sin_port));
-	return fd;
+	/* Kept across exec: the -w exec image resumes on it. */
+	return say_listen(htonl(INADDR_LOOPBACK), opt.port, 0, 0);
 }
 
 /* ---- the helper that receives passed descriptors ---- */

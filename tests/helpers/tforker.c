@@ -115,24 +115,7 @@ static void close_everything(void)
 
 static int listen_on(void)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sin);
-	int one = 1, fd;
-
-	sin.sin_port = htons((uint16_t)opt.port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		die("socket");
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-		die("bind");
-	if (listen(fd, 128) < 0)
-		die("listen");
-	if (getsockname(fd, (struct sockaddr *)&sin, &len) < 0)
-		die("getsockname");
-	say("port=%d", ntohs(sin.sin_port));
-	return fd;
+	return say_listen(htonl(INADDR_LOOPBACK), opt.port, SOCK_CLOEXEC, 0);
 }
 
 static void sleep_ms(long ms)

@@ -85,27 +85,11 @@ static void parse_opts(int argc, char **argv)
 
 static void listen_on(void)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sin);
-	int one = 1;
+	struct in_addr a;
 
-	sin.sin_port = htons((uint16_t)opt.port);
-	if (inet_pton(AF_INET, opt.bind, &sin.sin_addr) != 1)
+	if (inet_pton(AF_INET, opt.bind, &a) != 1)
 		usage();
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	if (lfd < 0)
-		die("socket");
-	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (opt.reuseport &&
-	    setsockopt(lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-		die("SO_REUSEPORT");
-	if (bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-		die("bind");
-	if (listen(lfd, 128) < 0)
-		die("listen");
-	if (getsockname(lfd, (struct sockaddr *)&sin, &len) < 0)
-		die("getsockname");
-	say("port=%d", ntohs(sin.sin_port));
+	lfd = say_listen(a.s_addr, opt.port, 0, opt.reuseport);
 }
 
 static void *serve(void *arg)
